@@ -1,0 +1,189 @@
+"""The ASGI application: `create_app(settings)` builds the gateway and its dispatcher.
+
+Everything shared (router, upstream pool, auth, usage sink) lives on `Gateway`, built once
+and passed to handlers; nothing module-global is mutated by requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from sluice import errors
+from sluice.asgi import JSON_HEADERS, ClientGone, Receive, Request, Scope, Send
+from sluice.auth import Authenticator
+from sluice.config import Settings
+from sluice.errors import GatewayError
+from sluice.pipeline import Pipeline
+from sluice.pricing import Prices
+from sluice.providers import registry
+from sluice.providers.base import Adapter
+from sluice.redact import scrub
+from sluice.routes import Route
+from sluice.routes import openai as openai_routes
+from sluice.routes import ops as ops_routes
+from sluice.routing import Router
+from sluice.upstream import Upstream
+from sluice.usage import UsageSink
+
+log = logging.getLogger("sluice")
+
+# Headers that would let a request choose the upstream (SPEC §6).
+_UPSTREAM_HEADERS = frozenset(
+    {"x-base-url", "x-api-base", "x-portkey-custom-host", "x-api-url", "x-upstream-url", "x-target-url"}
+)
+
+
+class Gateway:
+    """The parts of one running gateway."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.adapters: dict[str, Adapter] = {
+            name: registry.adapter_for(p) for name, p in settings.providers.items()
+        }
+        configured = {name for name, p in settings.providers.items() if p.configured}
+        self.router = Router(settings, configured)
+        self.prices = Prices(settings)
+        self.upstream = Upstream(settings.server.retry_after_cap_s)
+        self.auth = Authenticator(settings)
+        self.usage = UsageSink(settings.logging.audit)
+        self.pipeline = Pipeline(self)
+
+    async def startup(self) -> None:
+        """Open what needs opening before the first request."""
+
+    async def shutdown(self) -> None:
+        """Close pools and flush records."""
+        await self.upstream.close()
+        await self.usage.close()
+
+
+def _all_routes() -> list[Route]:
+    return [*openai_routes.ROUTES, *ops_routes.ROUTES]
+
+
+class App:
+    """The ASGI callable: lifespan, CORS, request ids, dispatch, errors in the route's shape."""
+
+    def __init__(self, gw: Gateway, routes: list[Route]) -> None:
+        self.gw = gw
+        self.exact: dict[str, Route] = {r.path: r for r in routes if not r.prefix}
+        self.prefixes = sorted((r for r in routes if r.prefix), key=lambda r: -len(r.path))
+        origins = gw.settings.server.cors_origins
+        self.cors_any = "*" in origins
+        self.cors_origins = frozenset(o for o in origins if o != "*")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(Request(scope, receive, send))
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        """Start up and shut down the gateway with the server."""
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.gw.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.gw.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def route(self, path: str) -> Route | None:
+        """The route for a path: exact first, then the longest prefix."""
+        r = self.exact.get(path)
+        if r is not None:
+            return r
+        for p in self.prefixes:
+            if path.startswith(p.path):
+                return p
+        return None
+
+    async def http(self, req: Request) -> None:
+        """Dispatch one HTTP request."""
+        origin = req.headers.get("origin")
+        if origin is not None:
+            self._cors(req, origin)
+            if req.method == "OPTIONS" and "access-control-request-method" in req.headers:
+                await self._preflight(req)
+                return
+        route = self.route(req.path)
+        try:
+            if route is None:
+                raise GatewayError("NOT_FOUND", f"no endpoint at {req.path}")
+            if req.method not in route.methods:
+                raise GatewayError("METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path}")
+            if route.routed:
+                self._check_headers(req)
+            await route.handler(self.gw, req)
+        except GatewayError as exc:
+            await self._error(req, route, exc)
+        except ClientGone:
+            return
+        except Exception as exc:
+            log.error("unhandled error on %s: %s", req.path, scrub(traceback.format_exc()))
+            await self._error(req, route, GatewayError("INTERNAL_ERROR", f"internal error ({type(exc).__name__})"))
+
+    @staticmethod
+    def _check_headers(req: Request) -> None:
+        for name, value in req.headers.items():
+            if name in _UPSTREAM_HEADERS:
+                raise errors.validation(name, "the upstream is chosen by configuration, not by the request")
+            if "\r" in value or "\n" in value:
+                raise errors.validation(name, "header values must not contain CR or LF")
+
+    async def _error(self, req: Request, route: Route | None, exc: GatewayError) -> None:
+        shape = route.shape if route else "openai"
+        if shape == "anthropic":
+            body = errors.anthropic_body(exc)
+        elif shape == "proxy":
+            body = errors.proxy_body(exc, req.request_id)
+        else:
+            body = errors.openai_body(exc)
+        for k, v in exc.headers.items():
+            req.add_header(k, v)
+        try:
+            await req.respond(exc.status, body, JSON_HEADERS)
+        except RuntimeError:
+            pass  # the response had already started; the stream handled its own ending
+
+    def _cors(self, req: Request, origin: str) -> None:
+        """SPEC §6: a listed origin is echoed with credentials; `*` never with credentials."""
+        if origin in self.cors_origins:
+            req.add_header("access-control-allow-origin", origin)
+            req.add_header("access-control-allow-credentials", "true")
+            req.add_header("vary", "Origin")
+        elif self.cors_any:
+            req.add_header("access-control-allow-origin", "*")
+        req.add_header(
+            "access-control-expose-headers",
+            "X-Request-ID, X-Sluice-Provider, X-Sluice-Cache, X-Sluice-Overhead-Ms, Retry-After",
+        )
+
+    async def _preflight(self, req: Request) -> None:
+        asked = req.headers.get("access-control-request-headers", "")
+        req.add_header("access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
+        if asked:
+            req.add_header("access-control-allow-headers", asked)
+        req.add_header("access-control-max-age", "600")
+        await req.respond(204, b"", [])
+
+
+def create_app(settings: Settings) -> App:
+    """Build the gateway and its ASGI app from settings."""
+    return App(Gateway(settings), _all_routes())
+
+
+def factory() -> Any:
+    """uvicorn's factory: settings from --config / SLUICE_CONFIG / the environment."""
+    from sluice import config
+
+    return create_app(config.load())

@@ -1,0 +1,82 @@
+"""The `sluice` command (SPEC §1): serve, check."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from sluice import __version__, config
+
+
+def _load(path: str | None) -> config.Settings:
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="sluice")
+def main() -> None:
+    """Sluice: one fast, OpenAI-compatible endpoint in front of many LLM providers."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(), help="YAML config (else SLUICE_CONFIG).")
+@click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (default 8787).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    settings = _load(config_path)
+    if config_path:
+        os.environ["SLUICE_CONFIG"] = os.path.abspath(config_path)
+    host = host or settings.server.host
+    port = port or settings.server.port
+    uvicorn.run(
+        "sluice.app:factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.server.drain_timeout_s),
+        h11_max_incomplete_event_size=settings.server.max_request_bytes,
+    )
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(), help="YAML config (else SLUICE_CONFIG).")
+def check(config_path: str | None) -> None:
+    """Validate the configuration and print the resolved providers and routes."""
+    from sluice.routing import Router
+
+    settings = _load(config_path)
+    configured = {n for n, p in settings.providers.items() if p.configured}
+    click.echo("providers:")
+    for name, p in settings.providers.items():
+        state = "available" if name in configured else "unavailable (no credentials)"
+        base = p.base_url or "(default base URL)"
+        click.echo(f"  {name:<12} kind={p.kind:<10} {base}  {state}")
+    click.echo("routes:")
+    for i, m in enumerate(settings.models):
+        what = f"name {m.name!r}" if m.name else f"match {m.match!r}"
+        if m.targets:
+            dest = ", ".join(f"{t.provider}:{t.model or '(same)'}" for t in m.targets)
+            click.echo(f"  models[{i}] {what} → {m.strategy}: {dest}")
+        else:
+            click.echo(f"  models[{i}] {what} → {m.provider}" + (f":{m.model}" if m.model else ""))
+    click.echo(f"default_model: {settings.default_model}")
+    Router(settings, configured)  # compiles every glob: a bad one fails here
+    click.echo("configuration OK")

@@ -1,0 +1,225 @@
+"""The data path of every routed request, top to bottom in `Pipeline.run`:
+
+authenticate → route → (admit) → call upstream with fallbacks → answer or stream back →
+record usage in a `finally`, so aborted and failed requests are still counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sluice import errors, tokenizer
+from sluice.asgi import SSE_HEADERS, ClientGone, Request, wait_disconnect
+from sluice.errors import GatewayError
+from sluice.providers.base import Adapter, StreamMeter, UpstreamCall, Usage
+from sluice.routing import Plan, Target
+from sluice.schema import ChatRequest, EmbeddingsRequest
+from sluice.upstream import Opened
+from sluice.usage import UsageRecord, new_record
+
+if TYPE_CHECKING:
+    from sluice.app import Gateway
+
+
+@dataclass(slots=True)
+class Operation:
+    """What a routed endpoint asks of an adapter: build the call, read the answer."""
+
+    model: str | None
+    provider: str | None
+    stream: bool
+    build: Callable[[Adapter, str, str], UpstreamCall]
+    answer: Callable[[Adapter, bytes, str], tuple[bytes, Usage | None]]
+    chat: ChatRequest | None = None
+    prompt_chars: int = 0  # for the usage estimate when an upstream reports none
+
+
+def chat_operation(chat: ChatRequest) -> Operation:
+    """A chat (or legacy completion) request as an Operation."""
+    return Operation(
+        chat.model,
+        chat.provider,
+        chat.stream,
+        build=lambda a, model, key: a.chat_request(chat, model, key),
+        answer=lambda a, data, model: a.chat_response(data, model),
+        chat=chat,
+        prompt_chars=len(chat.raw),
+    )
+
+
+def embeddings_operation(req: EmbeddingsRequest) -> Operation:
+    """An embeddings request as an Operation."""
+    return Operation(
+        req.model,
+        req.provider,
+        False,
+        build=lambda a, model, key: a.embeddings_request(req, model, key),
+        answer=lambda a, data, model: a.embeddings_response(data, model),
+        prompt_chars=len(req.raw),
+    )
+
+
+class Pipeline:
+    """Runs routed requests against the gateway's parts."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def run(self, req: Request, op: Operation) -> None:
+        """Serve one routed request end to end; errors before the response are re-raised."""
+        gw = self.gw
+        rec = new_record(req.request_id, req.method, req.path)
+        rec.stream = op.stream
+        # A client that leaves cancels this task, and with it the upstream call (SPEC §6).
+        current = asyncio.current_task()
+        watcher = asyncio.ensure_future(wait_disconnect(req.receive))
+
+        def on_disconnect(fut: asyncio.Future[None]) -> None:
+            if not fut.cancelled() and current is not None:
+                current.cancel()
+
+        watcher.add_done_callback(on_disconnect)
+        try:
+            principal = gw.auth.authenticate(req)
+            rec.team, rec.key_id, rec.user, rec.session = (
+                principal.team, principal.key_id, principal.user, principal.session
+            )
+            plan = gw.router.plan(op.model, op.provider)
+            rec.model = plan.model
+            principal.check_model(plan.model)
+            upstream_started = time.perf_counter()
+            opened, target, adapter = await self._open(req, op, plan, rec)
+            rec.provider, rec.upstream_model = target.provider, target.model
+            req.add_header("x-sluice-provider", target.provider)
+            if op.stream and op.chat is not None:
+                await self._stream(req, op.chat, opened, target, adapter, plan, rec, upstream_started)
+            else:
+                await self._answer(req, op, opened, target, adapter, plan, rec, upstream_started)
+        except GatewayError as exc:
+            rec.status, rec.error_code = exc.status, exc.code
+            raise
+        except (asyncio.CancelledError, ClientGone):
+            gone = watcher.done() and not watcher.cancelled()
+            if not gone or current is None:
+                raise
+            current.uncancel()  # the client left: not a shutdown, so finish accounting
+            rec.status, rec.error_code = 499, "CLIENT_DISCONNECTED"
+        finally:
+            watcher.remove_done_callback(on_disconnect)
+            watcher.cancel()
+            rec.latency_ms = (time.perf_counter() - req.started) * 1000
+            gw.usage.record(rec)
+
+    async def _open(
+        self, req: Request, op: Operation, plan: Plan, rec: UsageRecord
+    ) -> tuple[Opened, Target, Adapter]:
+        """Try the plan's targets in order inside one deadline (SPEC §6); first 2xx wins."""
+        gw = self.gw
+        deadline = time.monotonic() + gw.settings.server.upstream_timeout_s
+        byok = req.headers.get("x-provider-key") if gw.settings.auth.byok else None
+        last: GatewayError | None = None
+        for target in gw.router.order(plan):
+            adapter = gw.adapters[target.provider]
+            key = byok or adapter.config.api_key
+            if not key or not adapter.credentials_complete(adapter.config):
+                last = GatewayError(
+                    "PROVIDER_UNAVAILABLE",
+                    f"provider {target.provider!r} has no credentials configured",
+                )
+                continue
+            call = op.build(adapter, target.model, key)
+            try:
+                opened = await gw.upstream.open(
+                    target.provider, adapter, call, deadline, (key, adapter.config.api_key or "")
+                )
+            except GatewayError as exc:
+                rec.attempts += exc.attempts
+                if not exc.retryable:
+                    raise
+                last = exc
+                continue
+            rec.attempts += opened.attempts
+            gw.router.latency.observe(target, opened.headers_at - opened.started)
+            return opened, target, adapter
+        assert last is not None
+        raise last
+
+    async def _answer(
+        self,
+        req: Request,
+        op: Operation,
+        opened: Opened,
+        target: Target,
+        adapter: Adapter,
+        plan: Plan,
+        rec: UsageRecord,
+        upstream_started: float,
+    ) -> None:
+        """A non-streamed answer: read it, translate it, account it, send it."""
+        data = await opened.read()
+        upstream_s = time.perf_counter() - upstream_started
+        body, usage = op.answer(adapter, data, plan.model)
+        rec.set_usage(usage or self._estimate(op, 0), self.gw.prices.lookup(plan.model, target, plan.entry))
+        rec.overhead_ms = (time.perf_counter() - req.started - upstream_s) * 1000
+        rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
+        req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
+        await req.respond(200, body)
+
+    async def _stream(
+        self,
+        req: Request,
+        chat: ChatRequest,
+        opened: Opened,
+        target: Target,
+        adapter: Adapter,
+        plan: Plan,
+        rec: UsageRecord,
+        upstream_started: float,
+    ) -> None:
+        """Relay a stream event by event; a failure after the first byte ends it with one
+        error event and no [DONE] (SPEC §6)."""
+        meter = StreamMeter()
+        upstream_s = time.perf_counter() - upstream_started
+        rec.overhead_ms = (time.perf_counter() - req.started - upstream_s) * 1000
+        req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
+        await req.start_stream(200, SSE_HEADERS)
+        price = self.gw.prices.lookup(plan.model, target, plan.entry)
+        try:
+            first = True
+            async for piece in adapter.chat_stream(opened.chunks(), chat, plan.model, meter):
+                if first:
+                    rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
+                    first = False
+                await req.write(piece)
+            if not meter.done:
+                raise GatewayError("NETWORK_ERROR", "upstream stream ended before it finished")
+            await req.end()
+        except GatewayError as exc:
+            rec.status, rec.error_code = exc.status, exc.code
+            await req.write(errors.sse_error_event(exc))
+            await req.end()
+        finally:
+            rec.set_usage(meter.usage or self._estimate_stream(chat, meter), price)
+
+    @staticmethod
+    def _estimate(op: Operation, completion_chars: int) -> Usage:
+        """A flagged estimate when the upstream reported no usage."""
+        return Usage(
+            prompt_tokens=tokenizer.estimate_chars(op.prompt_chars),
+            completion_tokens=tokenizer.estimate_chars(completion_chars),
+            estimated=True,
+        )
+
+    @staticmethod
+    def _estimate_stream(chat: ChatRequest, meter: StreamMeter) -> Usage:
+        completion = tokenizer.estimate_chars(meter.completion_chars) or meter.chunks
+        return Usage(
+            prompt_tokens=tokenizer.estimate_chars(len(chat.raw)),
+            completion_tokens=completion,
+            estimated=True,
+        )
+

@@ -1,0 +1,149 @@
+"""The adapter protocol: what one provider's wire format must answer. Adapters do no I/O.
+
+An adapter turns a canonical (OpenAI-shaped) request into an `UpstreamCall` and the
+upstream's bytes back into canonical bytes plus `Usage`. The HTTP client, retries and the
+status → error-code map live in `sluice.upstream`, so translation tests need no network.
+
+Usage::
+
+    adapter = registry.adapter_for(provider_config)
+    call = adapter.chat_request(chat, upstream_model="gpt-4o")
+    # ... sluice.upstream sends `call` ...
+    body, usage = adapter.chat_response(upstream_bytes)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+if TYPE_CHECKING:
+    from sluice.config import ProviderConfig
+    from sluice.schema import ChatRequest, EmbeddingsRequest
+
+
+class Usage(msgspec.Struct):
+    """Token usage of one upstream call; `estimated` when the upstream reported none."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """One HTTP request to a provider: the path is joined to the provider's base URL."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None = None
+    stream: bool = False
+    query: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StreamMeter:
+    """What a stream translator reports while it runs: read after (or during) the stream."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    chunks: int = 0
+    completion_chars: int = 0  # for the estimate when the upstream sends no usage
+    done: bool = False  # the upstream finished normally and [DONE] was emitted
+
+
+@dataclass(frozen=True, slots=True)
+class EnvProvider:
+    """A provider that env-only mode (SPEC §3) creates from variables."""
+
+    name: str
+    key_vars: tuple[str, ...]
+    base_url_var: str
+    base_url: str | None = None
+    extra_vars: Mapping[str, str] = field(default_factory=dict)  # config field → variable
+
+
+class Adapter:
+    """Base of every adapter. Subclasses declare their facts as class attributes."""
+
+    kind: ClassVar[str]
+    default_base_url: ClassVar[str]
+    env_providers: ClassVar[tuple[EnvProvider, ...]] = ()
+    default_routes: ClassVar[tuple[tuple[str, str], ...]] = ()  # (glob, provider name)
+    embeddings: ClassVar[bool] = False
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+
+    @classmethod
+    def credentials_complete(cls, config: ProviderConfig) -> bool:
+        """Whether the config has everything a call needs beyond the API key."""
+        return True
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """The headers that carry the provider key."""
+        return {"Authorization": f"Bearer {api_key}"}
+
+    def headers(self, api_key: str) -> dict[str, str]:
+        """Static config headers plus the key headers and JSON content type."""
+        h = {"Content-Type": "application/json", **self.config.headers}
+        h.update(self.auth_headers(api_key))
+        return h
+
+    # --- chat ---------------------------------------------------------------------------
+    def chat_request(self, chat: ChatRequest, upstream_model: str, api_key: str) -> UpstreamCall:
+        """Canonical chat → this provider's request (streaming always asks for usage)."""
+        raise NotImplementedError
+
+    def chat_response(self, data: bytes, model: str) -> tuple[bytes, Usage | None]:
+        """This provider's non-streamed answer → OpenAI chat.completion bytes and usage."""
+        raise NotImplementedError
+
+    def chat_stream(
+        self, chunks: AsyncIterator[bytes], chat: ChatRequest, model: str, meter: StreamMeter
+    ) -> AsyncIterator[bytes]:
+        """Upstream stream bytes → OpenAI SSE bytes, as each event arrives.
+
+        Must not emit `data: [DONE]` unless the upstream finished normally; report usage and
+        finish reason through `meter`.
+        """
+        raise NotImplementedError
+
+    # --- embeddings ---------------------------------------------------------------------
+    def embeddings_request(
+        self, req: EmbeddingsRequest, upstream_model: str, api_key: str
+    ) -> UpstreamCall:
+        """Canonical embeddings → this provider's request."""
+        raise NotImplementedError
+
+    def embeddings_response(self, data: bytes, model: str) -> tuple[bytes, Usage | None]:
+        """This provider's embeddings answer → OpenAI's list format and usage."""
+        raise NotImplementedError
+
+    # --- errors -------------------------------------------------------------------------
+    def error_message(self, data: bytes) -> str:
+        """The human message inside an upstream error body (kept per SPEC §5)."""
+        try:
+            obj: Any = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            return data[:300].decode("utf-8", "replace").strip() or "upstream error"
+        if isinstance(obj, dict):
+            err = obj.get("error", obj)
+            if isinstance(err, dict) and isinstance(err.get("message"), str):
+                return str(err["message"])
+            if isinstance(err, str):
+                return err
+            if isinstance(obj.get("message"), str):
+                return str(obj["message"])
+        return "upstream error"
