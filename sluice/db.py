@@ -1,0 +1,89 @@
+"""The one storage schema (SQLAlchemy Core) serving SQLite and PostgreSQL.
+
+Migrations in `sluice/migrations` are generated from this metadata; change both together.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("created_at", Float, nullable=False),  # epoch seconds
+    Column("metadata", JSON, nullable=True),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),  # key_<hex>: what admins see and revoke by
+    Column("team_id", String(128), ForeignKey("teams.id"), nullable=False, index=True),
+    Column("name", String(256), nullable=False),
+    Column("prefix", String(16), nullable=False),  # "sk_15f302b2": enough to recognise, not to use
+    Column("hash", String(64), nullable=False, unique=True),  # SHA-256 hex of the whole key
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("rotated_to", String(64), nullable=True),
+    Column("allowed_models", JSON, nullable=True),  # list of globs; null = any
+    Column("limits", JSON, nullable=True),  # {"rpm": .., "tpm": .., "concurrent": .., "budget_usd": ..}
+    Column("metadata", JSON, nullable=True),
+)
+
+usage = Table(
+    "usage",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("request_id", String(160), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", String(512), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("error_code", String(64), nullable=True),
+    Column("model", String(256), nullable=True),
+    Column("upstream_model", String(256), nullable=True),
+    Column("provider", String(128), nullable=True),
+    Column("team", String(128), nullable=True),
+    Column("key_id", String(64), nullable=True),
+    Column("user", String(256), nullable=True),
+    Column("session", String(256), nullable=True),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("reasoning_tokens", Integer, nullable=False, default=0),
+    Column("tokens_estimated", Boolean, nullable=False, default=False),
+    Column("cost_usd", Float, nullable=True),  # null = price unknown, never 0 for unknown
+    Column("latency_ms", Float, nullable=False, default=0.0),
+    Column("ttfb_ms", Float, nullable=True),
+    Column("overhead_ms", Float, nullable=True),
+    Column("cache_hit", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("stream", Boolean, nullable=False, default=False),
+    Index("ix_usage_ts", "ts"),
+    Index("ix_usage_request_id", "request_id"),
+    Index("ix_usage_team_ts", "team", "ts"),
+)
+
+
+def async_url(url: str) -> str:
+    """A storage URL with the async driver SQLAlchemy needs (aiosqlite / asyncpg)."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
