@@ -31,7 +31,14 @@ log = logging.getLogger("sluice")
 
 # Headers that would let a request choose the upstream (SPEC §6).
 _UPSTREAM_HEADERS = frozenset(
-    {"x-base-url", "x-api-base", "x-portkey-custom-host", "x-api-url", "x-upstream-url", "x-target-url"}
+    {
+        "x-base-url",
+        "x-api-base",
+        "x-portkey-custom-host",
+        "x-api-url",
+        "x-upstream-url",
+        "x-target-url",
+    }
 )
 
 
@@ -120,7 +127,9 @@ class App:
             if route is None:
                 raise GatewayError("NOT_FOUND", f"no endpoint at {req.path}")
             if req.method not in route.methods:
-                raise GatewayError("METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path}")
+                raise GatewayError(
+                    "METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path}"
+                )
             if route.routed:
                 self._check_headers(req)
             await route.handler(self.gw, req)
@@ -130,13 +139,17 @@ class App:
             return
         except Exception as exc:
             log.error("unhandled error on %s: %s", req.path, scrub(traceback.format_exc()))
-            await self._error(req, route, GatewayError("INTERNAL_ERROR", f"internal error ({type(exc).__name__})"))
+            await self._error(
+                req, route, GatewayError("INTERNAL_ERROR", f"internal error ({type(exc).__name__})")
+            )
 
     @staticmethod
     def _check_headers(req: Request) -> None:
         for name, value in req.headers.items():
             if name in _UPSTREAM_HEADERS:
-                raise errors.validation(name, "the upstream is chosen by configuration, not by the request")
+                raise errors.validation(
+                    name, "the upstream is chosen by configuration, not by the request"
+                )
             if "\r" in value or "\n" in value:
                 raise errors.validation(name, "header values must not contain CR or LF")
 

@@ -110,7 +110,9 @@ class Request:
                 if int(declared) > limit:
                     raise _too_large(limit)
             except ValueError:
-                raise GatewayError("VALIDATION_ERROR", "invalid Content-Length", param="Content-Length") from None
+                raise GatewayError(
+                    "VALIDATION_ERROR", "invalid Content-Length", param="Content-Length"
+                ) from None
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -128,9 +130,7 @@ class Request:
         self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._body
 
-    async def respond(
-        self, status: int, body: bytes, headers: RawHeaders = JSON_HEADERS
-    ) -> None:
+    async def respond(self, status: int, body: bytes, headers: RawHeaders = JSON_HEADERS) -> None:
         """Send a whole response with the collected response headers."""
         await self.send(
             {

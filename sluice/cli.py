@@ -25,7 +25,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(), help="YAML config (else SLUICE_CONFIG).")
+@click.option(
+    "--config", "config_path", type=click.Path(), help="YAML config (else SLUICE_CONFIG)."
+)
 @click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Listen port (default 8787).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
@@ -57,7 +59,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(), help="YAML config (else SLUICE_CONFIG).")
+@click.option(
+    "--config", "config_path", type=click.Path(), help="YAML config (else SLUICE_CONFIG)."
+)
 def check(config_path: str | None) -> None:
     """Validate the configuration and print the resolved providers and routes."""
     from sluice.routing import Router
@@ -80,3 +84,21 @@ def check(config_path: str | None) -> None:
     click.echo(f"default_model: {settings.default_model}")
     Router(settings, configured)  # compiles every glob: a bad one fails here
     click.echo("configuration OK")
+
+
+@main.group()
+def db() -> None:
+    """Storage migrations."""
+
+
+@db.command("upgrade")
+@click.option(
+    "--config", "config_path", type=click.Path(), help="YAML config (else SLUICE_CONFIG)."
+)
+def db_upgrade(config_path: str | None) -> None:
+    """Apply every migration to the configured storage (PostgreSQL: run before serving)."""
+    from sluice import db as storage
+
+    settings = _load(config_path)
+    storage.upgrade(settings.storage.url)
+    click.echo("storage is at the latest schema")

@@ -215,7 +215,9 @@ def _check(s: Settings) -> None:
     if s.auth.jwt is not None:
         for k, alg in enumerate(s.auth.jwt.algorithms):
             if alg not in ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"):
-                raise ConfigError(f"auth.jwt.algorithms[{k}]: {alg!r} is not an allowed public-key algorithm")
+                raise ConfigError(
+                    f"auth.jwt.algorithms[{k}]: {alg!r} is not an allowed public-key algorithm"
+                )
         if s.auth.jwt.leeway_s > 60:
             raise ConfigError("auth.jwt.leeway_s: must be <= 60")
 

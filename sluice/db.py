@@ -5,6 +5,9 @@ Migrations in `sluice/migrations` are generated from this metadata; change both 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -41,7 +44,9 @@ api_keys = Table(
     Column("revoked_at", Float, nullable=True),
     Column("rotated_to", String(64), nullable=True),
     Column("allowed_models", JSON, nullable=True),  # list of globs; null = any
-    Column("limits", JSON, nullable=True),  # {"rpm": .., "tpm": .., "concurrent": .., "budget_usd": ..}
+    Column(
+        "limits", JSON, nullable=True
+    ),  # {"rpm": .., "tpm": .., "concurrent": .., "budget_usd": ..}
     Column("metadata", JSON, nullable=True),
 )
 
@@ -87,3 +92,22 @@ def async_url(url: str) -> str:
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+asyncpg://" + url.split("://", 1)[1]
     return url
+
+
+def alembic_config(url: str) -> Any:
+    """An Alembic Config pointed at the packaged migrations and `url`."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+def upgrade(url: str) -> None:
+    """Apply every migration to the database at `url` (blocking; run outside the event loop)."""
+    from alembic import command
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), "head")

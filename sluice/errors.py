@@ -90,7 +90,9 @@ def validation(param: str, message: str) -> GatewayError:
 
 def openai_body(err: GatewayError) -> bytes:
     """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
-    kind = _OPENAI_TYPE.get(err.code) or ("api_error" if err.status >= 500 else "invalid_request_error")
+    kind = _OPENAI_TYPE.get(err.code) or (
+        "api_error" if err.status >= 500 else "invalid_request_error"
+    )
     return orjson.dumps(
         {"error": {"message": err.message, "type": kind, "param": err.param, "code": err.code}}
     )
@@ -98,7 +100,9 @@ def openai_body(err: GatewayError) -> bytes:
 
 def anthropic_body(err: GatewayError) -> bytes:
     """Anthropic's error shape, with our code kept alongside."""
-    kind = _ANTHROPIC_TYPE.get(err.status) or ("api_error" if err.status >= 500 else "invalid_request_error")
+    kind = _ANTHROPIC_TYPE.get(err.status) or (
+        "api_error" if err.status >= 500 else "invalid_request_error"
+    )
     return orjson.dumps(
         {"type": "error", "error": {"type": kind, "message": err.message, "code": err.code}}
     )
@@ -107,7 +111,11 @@ def anthropic_body(err: GatewayError) -> bytes:
 def proxy_body(err: GatewayError, request_id: str) -> bytes:
     """Seed 004's shape: {"success": false, "error": {"code", "message"}, "requestId"}."""
     return orjson.dumps(
-        {"success": False, "error": {"code": err.code, "message": err.message}, "requestId": request_id}
+        {
+            "success": False,
+            "error": {"code": err.code, "message": err.message},
+            "requestId": request_id,
+        }
     )
 
 

@@ -86,7 +86,10 @@ class Pipeline:
         try:
             principal = gw.auth.authenticate(req)
             rec.team, rec.key_id, rec.user, rec.session = (
-                principal.team, principal.key_id, principal.user, principal.session
+                principal.team,
+                principal.key_id,
+                principal.user,
+                principal.session,
             )
             plan = gw.router.plan(op.model, op.provider)
             rec.model = plan.model
@@ -96,7 +99,9 @@ class Pipeline:
             rec.provider, rec.upstream_model = target.provider, target.model
             req.add_header("x-sluice-provider", target.provider)
             if op.stream and op.chat is not None:
-                await self._stream(req, op.chat, opened, target, adapter, plan, rec, upstream_started)
+                await self._stream(
+                    req, op.chat, opened, target, adapter, plan, rec, upstream_started
+                )
             else:
                 await self._answer(req, op, opened, target, adapter, plan, rec, upstream_started)
         except GatewayError as exc:
@@ -163,7 +168,9 @@ class Pipeline:
         data = await opened.read()
         upstream_s = time.perf_counter() - upstream_started
         body, usage = op.answer(adapter, data, plan.model)
-        rec.set_usage(usage or self._estimate(op, 0), self.gw.prices.lookup(plan.model, target, plan.entry))
+        rec.set_usage(
+            usage or self._estimate(op, 0), self.gw.prices.lookup(plan.model, target, plan.entry)
+        )
         rec.overhead_ms = (time.perf_counter() - req.started - upstream_s) * 1000
         rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
         req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
@@ -222,4 +229,3 @@ class Pipeline:
             completion_tokens=completion,
             estimated=True,
         )
-

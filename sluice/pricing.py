@@ -23,10 +23,18 @@ BUILTIN: dict[str, Price] = {
     "o3-mini": Price(input_per_mtok=1.10, output_per_mtok=4.40, cached_input_per_mtok=0.55),
     "text-embedding-3-small": Price(input_per_mtok=0.02, output_per_mtok=0.0),
     "text-embedding-3-large": Price(input_per_mtok=0.13, output_per_mtok=0.0),
-    "claude-sonnet-4-5": Price(input_per_mtok=3.00, output_per_mtok=15.00, cached_input_per_mtok=0.30),
-    "claude-sonnet-4-20250514": Price(input_per_mtok=3.00, output_per_mtok=15.00, cached_input_per_mtok=0.30),
-    "claude-opus-4-1": Price(input_per_mtok=15.00, output_per_mtok=75.00, cached_input_per_mtok=1.50),
-    "claude-3-5-haiku-latest": Price(input_per_mtok=0.80, output_per_mtok=4.00, cached_input_per_mtok=0.08),
+    "claude-sonnet-4-5": Price(
+        input_per_mtok=3.00, output_per_mtok=15.00, cached_input_per_mtok=0.30
+    ),
+    "claude-sonnet-4-20250514": Price(
+        input_per_mtok=3.00, output_per_mtok=15.00, cached_input_per_mtok=0.30
+    ),
+    "claude-opus-4-1": Price(
+        input_per_mtok=15.00, output_per_mtok=75.00, cached_input_per_mtok=1.50
+    ),
+    "claude-3-5-haiku-latest": Price(
+        input_per_mtok=0.80, output_per_mtok=4.00, cached_input_per_mtok=0.08
+    ),
     "gemini-2.5-pro": Price(input_per_mtok=1.25, output_per_mtok=10.00),
     "gemini-2.5-flash": Price(input_per_mtok=0.30, output_per_mtok=2.50),
     "gemini-2.0-flash": Price(input_per_mtok=0.10, output_per_mtok=0.40),
@@ -52,7 +60,9 @@ class Prices:
             return entry.price
         return self._named.get(model) or BUILTIN.get(target.model) or BUILTIN.get(model)
 
-    def describe(self, model: str, target: Target, entry: ModelEntry | None = None) -> dict[str, Any] | None:
+    def describe(
+        self, model: str, target: Target, entry: ModelEntry | None = None
+    ) -> dict[str, Any] | None:
         """The price as JSON for /v1/model-options and /v1/route-check."""
         p = self.lookup(model, target, entry)
         if p is None:

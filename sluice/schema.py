@@ -216,7 +216,13 @@ def parse_embeddings(raw: bytes) -> EmbeddingsRequest:
     inputs = e.input if isinstance(e.input, list) else [e.input]
     if not inputs:
         raise validation("input", "must not be empty")
-    return EmbeddingsRequest(body=body, raw=raw, model=e.model, provider=e.provider if isinstance(e.provider, str) else None, inputs=inputs)
+    return EmbeddingsRequest(
+        body=body,
+        raw=raw,
+        model=e.model,
+        provider=e.provider if isinstance(e.provider, str) else None,
+        inputs=inputs,
+    )
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:

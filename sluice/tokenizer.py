@@ -72,7 +72,9 @@ def messages_text(messages: list[Any]) -> str:
         if isinstance(c, str):
             parts.append(c)
         elif isinstance(c, list):
-            parts.extend(p["text"] for p in c if isinstance(p, dict) and isinstance(p.get("text"), str))
+            parts.extend(
+                p["text"] for p in c if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
     return "\n".join(parts)
 
 

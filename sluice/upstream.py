@@ -39,7 +39,9 @@ class Opened:
         except TimeoutError:
             raise GatewayError("UPSTREAM_TIMEOUT", "upstream timed out while answering") from None
         except aiohttp.ClientError as exc:
-            raise GatewayError("NETWORK_ERROR", f"upstream connection failed: {type(exc).__name__}") from None
+            raise GatewayError(
+                "NETWORK_ERROR", f"upstream connection failed: {type(exc).__name__}"
+            ) from None
         finally:
             self.response.release()
 
@@ -51,7 +53,9 @@ class Opened:
         except TimeoutError:
             raise GatewayError("UPSTREAM_TIMEOUT", "upstream stalled mid-stream") from None
         except aiohttp.ClientError as exc:
-            raise GatewayError("NETWORK_ERROR", f"upstream stream broke: {type(exc).__name__}") from None
+            raise GatewayError(
+                "NETWORK_ERROR", f"upstream stream broke: {type(exc).__name__}"
+            ) from None
         finally:
             self.response.close()
 
@@ -105,7 +109,9 @@ class Upstream:
             per_attempt = min(adapter.config.timeout_s, remaining)
             started = time.monotonic()
             try:
-                err = await self._attempt(provider, call, url, per_attempt, remaining, secrets, adapter)
+                err = await self._attempt(
+                    provider, call, url, per_attempt, remaining, secrets, adapter
+                )
                 if isinstance(err, Opened):
                     err.attempts = attempt
                     err.started = started
@@ -142,7 +148,9 @@ class Upstream:
         secrets: tuple[str, ...],
         adapter: Adapter,
     ) -> Opened | GatewayError:
-        timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=per_attempt, sock_read=per_attempt)
+        timeout = aiohttp.ClientTimeout(
+            total=remaining, sock_connect=per_attempt, sock_read=per_attempt
+        )
         try:
             resp = await self.session(provider).request(
                 call.method,
@@ -164,7 +172,11 @@ class Upstream:
         return await self._error(provider, resp, secrets, adapter)
 
     async def _error(
-        self, provider: str, resp: aiohttp.ClientResponse, secrets: tuple[str, ...], adapter: Adapter
+        self,
+        provider: str,
+        resp: aiohttp.ClientResponse,
+        secrets: tuple[str, ...],
+        adapter: Adapter,
     ) -> GatewayError:
         """A non-2xx answer → EXTERNAL_SERVICE_ERROR keeping the status and (scrubbed) message."""
         try:

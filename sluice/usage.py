@@ -71,7 +71,9 @@ def cost(usage: Usage, price: Price | None) -> float | None:
         cached_rate = price.input_per_mtok
     fresh = usage.prompt_tokens - cached
     return (
-        fresh * price.input_per_mtok + cached * cached_rate + usage.completion_tokens * price.output_per_mtok
+        fresh * price.input_per_mtok
+        + cached * cached_rate
+        + usage.completion_tokens * price.output_per_mtok
     ) / 1_000_000
 
 

@@ -66,7 +66,7 @@ class Gateway:
         return out
 
     def wait_audit(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """The audit lines once at least `n` are written (records are written after the response)."""
+        """The audit lines once at least `n` are written (records follow the response)."""
         end = time.monotonic() + timeout
         while True:
             lines = self.audit()
@@ -107,7 +107,17 @@ def launch_gateway(
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
     out_path, err_path = tmp / f"gw-{port}.out", tmp / f"gw-{port}.err"
-    cmd = [sys.executable, "-m", "sluice", "serve", "--config", str(cfg_path), "--port", str(port), *(args or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sluice",
+        "serve",
+        "--config",
+        str(cfg_path),
+        "--port",
+        str(port),
+        *(args or []),
+    ]
     proc = subprocess.Popen(
         cmd, cwd=tmp, env=full_env, stdout=out_path.open("wb"), stderr=err_path.open("wb")
     )
@@ -155,7 +165,13 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
 def openai_config(fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
     """A config with one `openai` provider pointed at the fake, routing gpt-* there."""
     config: dict[str, Any] = {
-        "providers": {"openai": {"kind": "openai", "api_key": "sk-test-upstream-key-0001", "base_url": fake.url}},
+        "providers": {
+            "openai": {
+                "kind": "openai",
+                "api_key": "sk-test-upstream-key-0001",
+                "base_url": fake.url,
+            }
+        },
         "models": [{"match": "gpt-*", "provider": "openai"}],
     }
     config.update(extra)
@@ -185,3 +201,27 @@ def redis_url() -> str:
     """The local Redis URL; skip/fail when absent."""
     _service_or_skip("127.0.0.1", 6379, "Redis")
     return os.environ.get("SLUICE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards), so parallel
+    runs never share rows."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    name = f"sluice_t_{uuid.uuid4().hex[:12]}"
+    admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    yield postgres_url.rsplit("/", 1)[0] + "/" + name
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

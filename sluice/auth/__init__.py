@@ -49,9 +49,9 @@ def credential(req: Request) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     for name in ("x-auth-token", "x-api-key", "x-goog-api-key"):
-        value = h.get(name)
-        if value:
-            return value.strip()
+        carried = h.get(name)
+        if carried:
+            return carried.strip()
     if req.scope.get("query_string") and b"auth_token=" in req.scope["query_string"]:
         return req.query.get("auth_token") or None
     return None

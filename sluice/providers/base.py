@@ -131,6 +131,15 @@ class Adapter:
         """This provider's embeddings answer → OpenAI's list format and usage."""
         raise NotImplementedError
 
+    # --- native pass-through (SPEC §4): the provider's own format, usage still read -------
+    def native_usage(self, data: bytes) -> Usage | None:
+        """Usage from a non-streamed native response body of this provider."""
+        return None
+
+    def native_stream_usage(self, data: bytes, acc: Usage) -> None:
+        """Fold one native stream event's `data:` payload into `acc` (providers report usage
+        at different points of a stream)."""
+
     # --- errors -------------------------------------------------------------------------
     def error_message(self, data: bytes) -> str:
         """The human message inside an upstream error body (kept per SPEC §5)."""

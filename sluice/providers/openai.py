@@ -34,7 +34,9 @@ def usage_from(obj: Any) -> Usage | None:
     )
 
 
-def _body_for(body: dict[str, Any], raw: bytes, upstream_model: str, extra: dict[str, Any]) -> bytes:
+def _body_for(
+    body: dict[str, Any], raw: bytes, upstream_model: str, extra: dict[str, Any]
+) -> bytes:
     """The raw bytes when nothing changes, else the body re-encoded once with the changes."""
     changed = body.get("model") != upstream_model or isinstance(body.get("provider"), str) or extra
     if not changed:
@@ -51,7 +53,10 @@ class OpenAIAdapter(Adapter):
     env_providers = (
         EnvProvider("openai", ("OPENAI_API_KEY", "OPENAI_KEY"), "OPENAI_BASE_URL"),
         EnvProvider(
-            "openrouter", ("OPENROUTER_API_KEY",), "OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1"
+            "openrouter",
+            ("OPENROUTER_API_KEY",),
+            "OPENROUTER_BASE_URL",
+            "https://openrouter.ai/api/v1",
         ),
     )
     default_routes = (
@@ -93,9 +98,9 @@ class OpenAIAdapter(Adapter):
                     meter.done = True
                     out.append(sse.DONE)
                     continue
-                if b'"usage"' in block or b'"finish_reason":"' in block:
-                    if self._meter_chunk(block, meter) and strip_usage:
-                        continue  # the usage-only chunk the client did not ask for
+                metered = b'"usage"' in block or b'"finish_reason":"' in block
+                if metered and self._meter_chunk(block, meter) and strip_usage:
+                    continue  # the usage-only chunk the client did not ask for
                 out.append(block)
             if out:
                 yield b"".join(out)

@@ -66,5 +66,7 @@ def providers_from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 def default_routes() -> list[tuple[str, str]]:
     """(glob, provider name) pairs that env-only mode routes by, in SPEC §3's order."""
     order = ["workers_ai", "openai", "gemini", "anthropic", "cohere", "jina"]
-    ranked = sorted(_adapters().values(), key=lambda c: order.index(c.kind) if c.kind in order else 99)
+    ranked = sorted(
+        _adapters().values(), key=lambda c: order.index(c.kind) if c.kind in order else 99
+    )
     return [r for cls in ranked for r in cls.default_routes]

@@ -97,7 +97,11 @@ async def route_check(gw: Gateway, req: Request) -> None:
             "available": gw.router.available(first.provider),
             "price": gw.prices.describe(plan.model, first),
             "fallbacks": [
-                {"provider": t.provider, "model": t.model, "available": gw.router.available(t.provider)}
+                {
+                    "provider": t.provider,
+                    "model": t.model,
+                    "available": gw.router.available(t.provider),
+                }
                 for t in rest
             ],
         },

@@ -63,16 +63,25 @@ class FakeOpenAI:
         raw = await request.read()
         body = orjson.loads(raw) if raw else {}
         self.requests.append(
-            {"method": request.method, "path": request.path, "headers": dict(request.headers), "body": body}
+            {
+                "method": request.method,
+                "path": request.path,
+                "headers": dict(request.headers),
+                "body": body,
+            }
         )
         return body
 
     async def _fault(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse | None:
         model = str(body.get("model", ""))
         if model.endswith("-429"):
-            return self._error(429, "Rate limit reached", "rate_limit_exceeded", {"Retry-After": "1"})
+            return self._error(
+                429, "Rate limit reached", "rate_limit_exceeded", {"Retry-After": "1"}
+            )
         if model.endswith("-429long"):
-            return self._error(429, "Rate limit reached", "rate_limit_exceeded", {"Retry-After": "120"})
+            return self._error(
+                429, "Rate limit reached", "rate_limit_exceeded", {"Retry-After": "120"}
+            )
         if model.endswith("-500"):
             return self._error(500, "The server had an error", "server_error")
         if model.endswith("-400"):
@@ -92,9 +101,20 @@ class FakeOpenAI:
         return None
 
     @staticmethod
-    def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+    def _error(
+        status: int, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        body = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+        return web.Response(
+            status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+        )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -134,25 +154,59 @@ class FakeOpenAI:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        base = {"id": "chatcmpl-fake1", "object": "chat.completion.chunk", "created": 1, "model": model,
-                "system_fingerprint": "fp_fake"}
+        base = {
+            "id": "chatcmpl-fake1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+        }
         extra = {"usage": None} if include_usage else {}
 
         async def send(obj: dict[str, Any]) -> None:
             await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
 
         words = (WORDS * ((self.chunks // len(WORDS)) + 1))[: max(self.chunks, 1)]
-        await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                         "logprobs": None, "finish_reason": None}], **extra})
+        await send(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ],
+                **extra,
+            }
+        )
         for i, w in enumerate(words):
             if model.endswith("-reset") and i == 2:
                 assert request.transport is not None
                 request.transport.abort()  # a reset mid-stream
                 return resp
-            await send({**base, "choices": [{"index": 0, "delta": {"content": w}, "logprobs": None,
-                                             "finish_reason": None}], **extra})
-        await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
-                    **extra})
+            await send(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": w},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                    **extra,
+                }
+            )
+        await send(
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
+                **extra,
+            }
+        )
         if include_usage and not model.endswith("-nousage"):
             await send({**base, "choices": [], "usage": _usage(prompt, len(words))})
         if not model.endswith("-truncate"):
@@ -171,7 +225,9 @@ class FakeOpenAI:
                 "object": "text_completion",
                 "created": int(time.time()),
                 "model": body.get("model"),
-                "choices": [{"text": "".join(WORDS), "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                "choices": [
+                    {"text": "".join(WORDS), "index": 0, "logprobs": None, "finish_reason": "stop"}
+                ],
                 "usage": _usage(_prompt_tokens(body), len(WORDS)),
             },
             dumps=lambda o: orjson.dumps(o).decode(),
@@ -183,17 +239,27 @@ class FakeOpenAI:
         if fault is not None:
             return fault
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3 + i]} for i in range(len(inputs))]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3 + i]}
+            for i in range(len(inputs))
+        ]
         tokens = sum(len(str(x).split()) for x in inputs)
         return web.json_response(
-            {"object": "list", "data": data, "model": body.get("model"),
-             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
             dumps=lambda o: orjson.dumps(o).decode(),
         )
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"object": "list", "data": [{"id": "gpt-fake", "object": "model", "created": 0, "owned_by": "fake"}]}
+            {
+                "object": "list",
+                "data": [{"id": "gpt-fake", "object": "model", "created": 0, "owned_by": "fake"}],
+            }
         )
 
     # --- lifecycle ------------------------------------------------------------------------
