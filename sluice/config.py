@@ -186,9 +186,8 @@ def _check(s: Settings) -> None:
     """Cross-field rules msgspec cannot express."""
     for name, p in s.providers.items():
         if p.kind not in registry.kinds():
-            raise ConfigError(
-                f"providers.{name}.kind: unknown kind {p.kind!r} (one of {', '.join(registry.kinds())})"
-            )
+            known = ", ".join(registry.kinds())
+            raise ConfigError(f"providers.{name}.kind: unknown kind {p.kind!r} (one of {known})")
         if p.base_url and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"providers.{name}.base_url: must start with http:// or https://")
     for i, m in enumerate(s.models):
