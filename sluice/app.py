@@ -10,11 +10,13 @@ import logging
 import traceback
 from typing import Any
 
-from sluice import errors
+from sluice import errors, state
 from sluice.asgi import JSON_HEADERS, ClientGone, Receive, Request, Scope, Send
 from sluice.auth import Authenticator
+from sluice.cache import ResponseCache
 from sluice.config import Settings
 from sluice.errors import GatewayError
+from sluice.limits import Traffic
 from sluice.pipeline import Pipeline
 from sluice.pricing import Prices
 from sluice.providers import registry
@@ -56,14 +58,20 @@ class Gateway:
         self.upstream = Upstream(settings.server.retry_after_cap_s)
         self.auth = Authenticator(settings)
         self.usage = UsageSink(settings.logging.audit)
+        r = settings.redis
+        self.state = state.build(r.url, r.prefix, r.instances, settings.cache.max_entries)
+        self.traffic = Traffic(settings, self.state, self.prices)
+        self.cache = ResponseCache(settings.cache, self.state)
         self.pipeline = Pipeline(self)
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
+        await self.state.start()
 
     async def shutdown(self) -> None:
         """Close pools and flush records."""
         await self.upstream.close()
+        await self.state.close()
         await self.usage.close()
 
 
@@ -178,7 +186,10 @@ class App:
             req.add_header("access-control-allow-origin", "*")
         req.add_header(
             "access-control-expose-headers",
-            "X-Request-ID, X-Sluice-Provider, X-Sluice-Cache, X-Sluice-Overhead-Ms, Retry-After",
+            "X-Request-ID, X-Sluice-Provider, X-Sluice-Cache, X-Sluice-Overhead-Ms, Retry-After, "
+            "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
+            "x-ratelimit-reset-requests, x-ratelimit-limit-tokens, "
+            "x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens",
         )
 
     async def _preflight(self, req: Request) -> None:

@@ -34,6 +34,8 @@ class ServerConfig(_Strict):
     drain_timeout_s: float = 30.0
     public_url: str | None = None
     retry_after_cap_s: float = 10.0  # a longer Retry-After is returned to the client, not slept on
+    cooldown_failures: int = 3  # consecutive failures that cool a (provider, model) target down
+    cooldown_s: float = 30.0  # how long before a cooled-down target is probed again
 
 
 class StorageConfig(_Strict):
@@ -42,6 +44,8 @@ class StorageConfig(_Strict):
 
 class RedisConfig(_Strict):
     url: str | None = None
+    prefix: str = "sluice:"  # every key this gateway writes starts with it
+    instances: int | None = None  # fixed instance count for the Redis-down split (else heartbeats)
 
 
 class ProviderConfig(_Strict):

@@ -1,7 +1,8 @@
 """The data path of every routed request, top to bottom in `Pipeline.run`:
 
-authenticate → route → (admit) → call upstream with fallbacks → answer or stream back →
-record usage in a `finally`, so aborted and failed requests are still counted.
+authenticate → route → admit (limits, budgets: sluice.limits) → cache (sluice.cache) → call
+upstream with fallbacks → answer or stream back → settle the admission and record usage in a
+`finally`, so aborted and failed requests are still counted.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sluice import errors, tokenizer
 from sluice.asgi import SSE_HEADERS, ClientGone, Request, wait_disconnect
@@ -23,6 +24,8 @@ from sluice.usage import UsageRecord, new_record
 
 if TYPE_CHECKING:
     from sluice.app import Gateway
+    from sluice.cache import CacheSlot
+    from sluice.limits import Ticket
 
 
 @dataclass(slots=True)
@@ -36,6 +39,9 @@ class Operation:
     answer: Callable[[Adapter, bytes, str], tuple[bytes, Usage | None]]
     chat: ChatRequest | None = None
     prompt_chars: int = 0  # for the usage estimate when an upstream reports none
+    body: dict[str, Any] | None = None  # the parsed body (the cache key is built from it)
+    ticket: Ticket | None = None  # this request's admission (limits, budgets), once admitted
+    cache: CacheSlot | None = None  # this request's cache slot, when cacheable
 
 
 def chat_operation(chat: ChatRequest) -> Operation:
@@ -48,6 +54,7 @@ def chat_operation(chat: ChatRequest) -> Operation:
         answer=lambda a, data, model: a.chat_response(data, model),
         chat=chat,
         prompt_chars=len(chat.raw),
+        body=chat.body,
     )
 
 
@@ -60,6 +67,7 @@ def embeddings_operation(req: EmbeddingsRequest) -> Operation:
         build=lambda a, model, key: a.embeddings_request(req, model, key),
         answer=lambda a, data, model: a.embeddings_response(data, model),
         prompt_chars=len(req.raw),
+        body=req.body,
     )
 
 
@@ -94,14 +102,17 @@ class Pipeline:
             plan = gw.router.plan(op.model, op.provider)
             rec.model = plan.model
             principal.check_model(plan.model)
+            op.ticket = await gw.traffic.admit(req, principal, plan, op)
+            op.cache = await gw.cache.lookup(req, principal, plan, op)
+            if op.cache is not None and op.cache.hit is not None:
+                await gw.cache.replay(req, op.cache, op, rec)
+                return
             upstream_started = time.perf_counter()
             opened, target, adapter = await self._open(req, op, plan, rec)
             rec.provider, rec.upstream_model = target.provider, target.model
             req.add_header("x-sluice-provider", target.provider)
             if op.stream and op.chat is not None:
-                await self._stream(
-                    req, op.chat, opened, target, adapter, plan, rec, upstream_started
-                )
+                await self._stream(req, op, opened, target, adapter, plan, rec, upstream_started)
             else:
                 await self._answer(req, op, opened, target, adapter, plan, rec, upstream_started)
         except GatewayError as exc:
@@ -116,6 +127,8 @@ class Pipeline:
         finally:
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
+            if op.ticket is not None:
+                op.ticket.settle(rec)
             rec.latency_ms = (time.perf_counter() - req.started) * 1000
             gw.usage.record(rec)
 
@@ -145,9 +158,11 @@ class Pipeline:
                 rec.attempts += exc.attempts
                 if not exc.retryable:
                     raise
+                gw.router.breakers.failure(target)
                 last = exc
                 continue
             rec.attempts += opened.attempts
+            gw.router.breakers.success(target)
             gw.router.latency.observe(target, opened.headers_at - opened.started)
             return opened, target, adapter
         assert last is not None
@@ -175,11 +190,13 @@ class Pipeline:
         rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
         req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
         await req.respond(200, body)
+        if op.cache is not None:
+            await self.gw.cache.store_answer(op.cache, target.provider, body, usage)
 
     async def _stream(
         self,
         req: Request,
-        chat: ChatRequest,
+        op: Operation,
         opened: Opened,
         target: Target,
         adapter: Adapter,
@@ -189,7 +206,11 @@ class Pipeline:
     ) -> None:
         """Relay a stream event by event; a failure after the first byte ends it with one
         error event and no [DONE] (SPEC §6)."""
+        chat = op.chat
+        assert chat is not None
         meter = StreamMeter()
+        collector = op.cache.collector if op.cache is not None else None
+        ticket = op.ticket if op.ticket is not None and op.ticket.budgets else None
         upstream_s = time.perf_counter() - upstream_started
         rec.overhead_ms = (time.perf_counter() - req.started - upstream_s) * 1000
         req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
@@ -202,9 +223,15 @@ class Pipeline:
                     rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
                     first = False
                 await req.write(piece)
+                if collector is not None:
+                    collector.feed(piece)
+                if ticket is not None:
+                    await ticket.check_stream(meter)  # a stream past its budget ends here
             if not meter.done:
                 raise GatewayError("NETWORK_ERROR", "upstream stream ended before it finished")
             await req.end()
+            if op.cache is not None:
+                await self.gw.cache.store_stream(op.cache, target.provider, meter)
         except GatewayError as exc:
             rec.status, rec.error_code = exc.status, exc.code
             await req.write(errors.sse_error_event(exc))

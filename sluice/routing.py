@@ -12,6 +12,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from sluice.breaker import Breakers
 from sluice.config import ModelEntry, Settings
 from sluice.errors import GatewayError, validation
 
@@ -62,6 +63,7 @@ class Router:
         self.configured = configured  # providers with credentials
         self.providers = set(settings.providers)
         self.latency = LatencyBoard()
+        self.breakers = Breakers(settings.server.cooldown_failures, settings.server.cooldown_s)
         self._names: dict[str, tuple[int, ModelEntry]] = {}
         self._globs: list[tuple[int, re.Pattern[str], ModelEntry]] = []
         for i, m in enumerate(settings.models):
@@ -111,17 +113,17 @@ class Router:
         return Plan(model, rule, targets, entry.strategy, entry)
 
     def order(self, plan: Plan) -> list[Target]:
-        """Targets in the order this request tries them."""
+        """Targets in the order this request tries them; cooling-down targets go last."""
         targets = list(plan.targets)
         if len(targets) < 2:
             return targets
         if plan.strategy == "weighted":
             first = random.choices(targets, weights=[t.weight for t in targets])[0]
             targets.remove(first)
-            return [first, *targets]
-        if plan.strategy == "least-latency":
-            return sorted(targets, key=self.latency.score)
-        return targets
+            targets = [first, *targets]
+        elif plan.strategy == "least-latency":
+            targets = sorted(targets, key=self.latency.score)
+        return self.breakers.arrange(targets)
 
     def available(self, provider: str) -> bool:
         """Whether a provider has credentials (a request routed to it otherwise gets 503)."""

@@ -1,0 +1,279 @@
+"""Admission control: rate limits (rpm, tpm, concurrent) and budgets, reserved in one call.
+
+Rules come from config `limits`/`budgets` and from the caller's own `Principal.limits`
+(a key's settings or JWT entitlements: rpm, tpm, concurrent, budget_usd, budget_period),
+which apply at the caller's identity — its key id, else its user, else its team. Where
+two rules land on one counter the smaller cap wins, so a request is never counted twice.
+
+rpm and tpm are fixed one-minute windows (UTC wall clock, so every instance agrees on the
+window); tpm reserves the prompt estimate plus `max_tokens` (or budgets.DEFAULT_MAX_TOKENS)
+and settles to the real usage when the request ends. Every counter of a request is
+reserved in one atomic `State.reserve` call: all pass or nothing moves, which is what makes
+"N parallel requests against a limit of K admit exactly K" hold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sluice import budgets, tokenizer
+from sluice.errors import GatewayError
+from sluice.state import Admission, Counter, State
+
+if TYPE_CHECKING:
+    from sluice.asgi import Request
+    from sluice.auth import Principal
+    from sluice.config import Price, Settings
+    from sluice.pipeline import Operation
+    from sluice.pricing import Prices
+    from sluice.providers.base import StreamMeter
+    from sluice.routing import Plan
+    from sluice.usage import UsageRecord
+
+_KINDS = ("rpm", "tpm", "concurrent")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """One rate limit a request reserves on."""
+
+    kind: str  # rpm | tpm | concurrent
+    scope: str
+    cap: int
+    counter: Counter
+
+
+def duration(ms: int) -> str:
+    """A reset time in OpenAI's header style: "20ms", "17s", "6m0s"."""
+    if ms < 1000:
+        return f"{max(ms, 0)}ms"
+    s = math.ceil(ms / 1000)
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60}s"
+
+
+def identity(scope: str, principal: Principal, req: Request, model: str) -> str | None:
+    """Who a rule of `scope` counts for this request (None: the rule does not apply)."""
+    if scope == "key":
+        return principal.key_id
+    if scope == "team":
+        return principal.team
+    if scope == "user":
+        return principal.user
+    if scope == "session":
+        return principal.session
+    if scope == "ip":
+        return req.client_ip or None
+    if scope == "model":
+        return model
+    return "*"
+
+
+def own_identity(principal: Principal) -> tuple[str, str] | None:
+    """The scope and id a caller's own limits apply at."""
+    if principal.key_id:
+        return "key", principal.key_id
+    if principal.user:
+        return "user", principal.user
+    if principal.team:
+        return "team", principal.team
+    return None
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted request's reservations, settled once when the request ends."""
+
+    state: State
+    limits: list[LimitCheck]
+    budgets: list[budgets.BudgetCheck]
+    admission: Admission
+    est_tokens: int
+    est_nano: int
+    price: Price | None
+    reserved_out: int
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits."""
+        out: dict[str, str] = {}
+        for kind, suffix in (("rpm", "requests"), ("tpm", "tokens")):
+            best: tuple[int, int, int] | None = None
+            for i, c in enumerate(self.limits):
+                if c.kind == kind:
+                    left = max(0, c.cap - self.admission.values[i])
+                    if best is None or left < best[1]:
+                        best = (c.cap, left, self.admission.ttls[i])
+            if best is not None:
+                out[f"x-ratelimit-limit-{suffix}"] = str(best[0])
+                out[f"x-ratelimit-remaining-{suffix}"] = str(best[1])
+                out[f"x-ratelimit-reset-{suffix}"] = duration(best[2])
+        return out
+
+    async def check_stream(self, meter: StreamMeter) -> None:
+        """Mid-stream: past the reserved output, reserve more or end it with BUDGET_EXCEEDED."""
+        used = tokenizer.estimate_chars(meter.completion_chars) or meter.chunks
+        if not self.budgets or used <= self.reserved_out or self.price is None:
+            return
+        more = max(self.reserved_out, 64)
+        amount = budgets.nano_cost(0, more, self.price)
+        adm = await self.state.reserve(
+            [Counter(b.counter.key, amount, b.counter.cap, b.counter.ttl_ms) for b in self.budgets]
+        )
+        if not adm.ok:
+            raise budget_error(self.budgets[adm.failed], adm.values[0])
+        self.reserved_out += more
+        self.est_nano += amount
+
+    def settle(self, rec: UsageRecord) -> None:
+        """Release in-flight slots and move tokens and spend from the estimate to the real."""
+        deltas: list[tuple[str, int]] = []
+        real_tokens = 0 if rec.cache_hit else rec.prompt_tokens + rec.completion_tokens
+        for c in self.limits:
+            if c.kind == "concurrent":
+                deltas.append((c.counter.key, -1))
+            elif c.kind == "tpm" and real_tokens != self.est_tokens:
+                deltas.append((c.counter.key, real_tokens - self.est_tokens))
+        if self.budgets:
+            real = 0
+            if not rec.cache_hit and rec.cost_usd is not None:
+                real = math.ceil(rec.cost_usd * budgets.NANO)
+            if real != self.est_nano:
+                deltas += [(b.counter.key, real - self.est_nano) for b in self.budgets]
+        if deltas:
+            self.state.adjust(deltas, self.admission.local)
+
+
+def budget_error(b: budgets.BudgetCheck, spent_nano: int) -> GatewayError:
+    """429 BUDGET_EXCEEDED naming the budget and when its period resets."""
+    resets = b.period.resets_at
+    when = resets.isoformat().replace("+00:00", "Z") if resets else "never (total budget)"
+    headers = {}
+    if resets is not None:
+        wait = (resets - budgets.utcnow()).total_seconds()
+        headers = {"retry-after": str(max(1, math.ceil(wait))), "x-sluice-budget-reset": when}
+    return GatewayError(
+        "BUDGET_EXCEEDED",
+        f"{b.scope} budget of ${b.usd:g} is spent (${spent_nano / budgets.NANO:.6f} used); "
+        f"resets at {when}",
+        headers=headers,
+    )
+
+
+def limit_error(c: LimitCheck, value: int, ttl_ms: int) -> GatewayError:
+    """429 RATE_LIMITED with Retry-After and the limit's x-ratelimit-* headers."""
+    retry_ms = 1000 if c.kind == "concurrent" or ttl_ms < 0 else ttl_ms
+    headers = {"retry-after": str(max(1, math.ceil(retry_ms / 1000)))}
+    if c.kind != "concurrent":
+        suffix = "requests" if c.kind == "rpm" else "tokens"
+        headers[f"x-ratelimit-limit-{suffix}"] = str(c.cap)
+        headers[f"x-ratelimit-remaining-{suffix}"] = str(max(0, c.cap - value))
+        headers[f"x-ratelimit-reset-{suffix}"] = duration(retry_ms)
+    what = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrent": "concurrent"}
+    return GatewayError(
+        "RATE_LIMITED", f"rate limit reached: {c.cap} {what[c.kind]} per {c.scope}", headers=headers
+    )
+
+
+class Traffic:
+    """Builds each request's reservations from the rules and settles them afterwards."""
+
+    def __init__(self, settings: Settings, state: State, prices: Prices) -> None:
+        self.state = state
+        self.prices = prices
+        self.limit_rules: list[tuple[str, str, int]] = [
+            (r.scope, kind, int(cap))
+            for r in settings.limits
+            for kind in _KINDS
+            if (cap := getattr(r, kind)) is not None
+        ]
+        self.budget_rules: list[tuple[str, float, str]] = [
+            (b.scope, b.usd, b.period) for b in settings.budgets
+        ]
+        self.inflight_ttl_ms = int((settings.server.upstream_timeout_s + 60) * 1000)
+
+    def _limits(
+        self, req: Request, principal: Principal, model: str, tokens: int
+    ) -> list[LimitCheck]:
+        caps: dict[tuple[str, str, str], int] = {}
+        for scope, kind, cap in self.limit_rules:
+            ident = identity(scope, principal, req, model)
+            if ident is not None:
+                k = (kind, scope, ident)
+                caps[k] = min(cap, caps.get(k, cap))
+        own = own_identity(principal) if principal.limits else None
+        if own is not None:
+            for kind in _KINDS:
+                own_cap = principal.limits.get(kind)
+                if isinstance(own_cap, int | float):
+                    k = (kind, *own)
+                    caps[k] = min(int(own_cap), caps.get(k, int(own_cap)))
+        now_ms = int(time.time() * 1000)
+        window, ttl = divmod(now_ms, 60_000)
+        ttl = 60_000 - ttl
+        out = []
+        for (kind, scope, ident), cap in caps.items():
+            if kind == "concurrent":
+                counter = Counter(f"c:{scope}:{ident}", 1, cap, -self.inflight_ttl_ms)
+            else:
+                amount = 1 if kind == "rpm" else tokens
+                counter = Counter(f"{kind[0]}:{scope}:{ident}:{window}", amount, cap, ttl)
+            out.append(LimitCheck(kind, scope, cap, counter))
+        return out
+
+    def _budget_rules(
+        self, req: Request, principal: Principal
+    ) -> dict[tuple[str, str, str], float]:
+        rules: dict[tuple[str, str, str], float] = {}
+        for scope, usd, kind in self.budget_rules:
+            ident = identity(scope, principal, req, "")
+            if ident is not None:
+                rules[(scope, ident, kind)] = min(usd, rules.get((scope, ident, kind), usd))
+        own = own_identity(principal) if principal.limits else None
+        usd_own: Any = principal.limits.get("budget_usd") if own else None
+        if own is not None and isinstance(usd_own, int | float):
+            kind = str(principal.limits.get("budget_period") or "month")
+            k = (*own, kind)
+            rules[k] = min(float(usd_own), rules.get(k, float(usd_own)))
+        return rules
+
+    async def admit(
+        self, req: Request, principal: Principal, plan: Plan, op: Operation
+    ) -> Ticket | None:
+        """Reserve the request's limits and budgets, or raise 429 (None: nothing applies)."""
+        if not (self.limit_rules or self.budget_rules or principal.limits):
+            return None
+        out = (op.chat.max_tokens or budgets.DEFAULT_MAX_TOKENS) if op.chat is not None else 0
+        tokens = tokenizer.estimate_chars(op.prompt_chars) + out
+        limits = self._limits(req, principal, plan.model, tokens)
+        rules = self._budget_rules(req, principal)
+        if not limits and not rules:
+            return None
+        price, nano, checks = None, 0, []
+        if rules:
+            targets = plan.targets
+            price = budgets.worst_price(
+                [self.prices.lookup(plan.model, t, plan.entry) for t in targets]
+            )
+            if price is None:
+                raise GatewayError(
+                    "FORBIDDEN",
+                    f"model {plan.model!r} has no known price, so it cannot be used under a "
+                    "budget (configure models[].price)",
+                    param="model",
+                )
+            nano = budgets.nano_cost(tokens - out, out, price)
+            now = budgets.utcnow()
+            checks = [
+                budgets.budget_check(s, i, usd, k, nano, now) for (s, i, k), usd in rules.items()
+            ]
+        adm = await self.state.reserve([c.counter for c in limits] + [b.counter for b in checks])
+        if not adm.ok:
+            if adm.failed < len(limits):
+                raise limit_error(limits[adm.failed], adm.values[0], adm.ttls[0])
+            raise budget_error(checks[adm.failed - len(limits)], adm.values[0])
+        ticket = Ticket(self.state, limits, checks, adm, tokens, nano, price, out)
+        for k, v in ticket.headers().items():
+            req.add_header(k, v)
+        return ticket

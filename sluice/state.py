@@ -1,0 +1,186 @@
+"""Shared counters and a small blob store behind one protocol: in-process or Redis.
+
+Limits and budgets speak only `reserve` (all-or-nothing: every counter stays within its cap
+or none moves) and `adjust` (settle a reservation to the real amount). The in-process backend
+is exact because an event loop runs one coroutine at a time and `reserve` never awaits; the
+Redis backend (sluice/state_redis.py) does the same in one Lua script per call, so many
+instances share one set of counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counter a request reserves on.
+
+    `cap` < 0 means "count, never refuse". `ttl_ms` > 0 sets the expiry once (a fixed
+    window or a budget period); < 0 refreshes it to -ttl_ms on every reservation (a gauge
+    such as in-flight requests, which must not expire while busy); 0 never expires.
+    """
+
+    key: str
+    amount: int
+    cap: int
+    ttl_ms: int
+
+
+@dataclass(slots=True)
+class Admission:
+    """The answer to `reserve`: admitted or not, and each counter's value and ms to expiry.
+
+    When refused, `failed` is the index of the first counter that would pass its cap and
+    `values`/`ttls` hold only that counter's current state. `local` says the reservation was
+    made on per-instance counters (Redis down), so its settlement must go there too.
+    """
+
+    ok: bool
+    failed: int
+    values: list[int]
+    ttls: list[int]
+    local: bool = False
+
+
+class State(Protocol):
+    """Counters and blobs shared by every request of a gateway (and, with Redis, instances)."""
+
+    async def reserve(self, counters: Sequence[Counter]) -> Admission:
+        """Add each counter's amount unless one would pass its cap; atomic."""
+        ...
+
+    def adjust(self, deltas: Sequence[tuple[str, int]], local: bool = False) -> None:
+        """Add deltas to existing counters (never below 0), without blocking the caller."""
+        ...
+
+    async def peek(self, keys: Sequence[str]) -> list[tuple[int, int]]:
+        """(value, ms to expiry) of each key, 0 and -1 when absent."""
+        ...
+
+    async def get_blob(self, key: str) -> bytes | None:
+        """A stored blob, None when absent, expired or unreachable."""
+        ...
+
+    async def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Store a blob for `ttl_s` seconds (best effort)."""
+        ...
+
+    async def start(self) -> None:
+        """Begin background work (heartbeats, reconnects)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and close connections."""
+        ...
+
+
+class MemoryState:
+    """Per-process counters (exact within one event loop) and an LRU of blobs."""
+
+    def __init__(self, max_blobs: int = 10_000) -> None:
+        self._counters: dict[str, list[float]] = {}  # key -> [value, expires_at or 0]
+        self._blobs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._max_blobs = max_blobs
+        self._next_sweep = time.monotonic() + 60
+
+    def _value(self, key: str, now: float) -> list[float] | None:
+        slot = self._counters.get(key)
+        if slot is not None and slot[1] and slot[1] <= now:
+            del self._counters[key]
+            return None
+        return slot
+
+    def reserve_now(self, counters: Sequence[Counter], divisor: int = 1) -> Admission:
+        """Synchronous `reserve`; caps are divided by `divisor` (Redis-down fallback)."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        for i, c in enumerate(counters):
+            slot = self._value(c.key, now)
+            cur = int(slot[0]) if slot else 0
+            cap = c.cap if divisor == 1 or c.cap < 0 else max(1, c.cap // divisor)
+            if cap >= 0 and cur + c.amount > cap:
+                return Admission(False, i, [cur], [_ttl_left(slot, now)], divisor > 1)
+        values, ttls = [], []
+        for c in counters:
+            slot = self._value(c.key, now)
+            if slot is None:
+                slot = self._counters[c.key] = [0, 0.0]
+            slot[0] += c.amount
+            if c.ttl_ms < 0 or (c.ttl_ms > 0 and not slot[1]):
+                slot[1] = now + abs(c.ttl_ms) / 1000
+            values.append(int(slot[0]))
+            ttls.append(_ttl_left(slot, now))
+        return Admission(True, -1, values, ttls, divisor > 1)
+
+    async def reserve(self, counters: Sequence[Counter]) -> Admission:
+        """See `State.reserve`."""
+        return self.reserve_now(counters)
+
+    def adjust(self, deltas: Sequence[tuple[str, int]], local: bool = False) -> None:
+        """See `State.adjust`."""
+        now = time.monotonic()
+        for key, delta in deltas:
+            slot = self._value(key, now)
+            if slot is not None:
+                slot[0] = max(0, slot[0] + delta)
+
+    async def peek(self, keys: Sequence[str]) -> list[tuple[int, int]]:
+        """See `State.peek`."""
+        now = time.monotonic()
+        out = []
+        for key in keys:
+            slot = self._value(key, now)
+            out.append((int(slot[0]) if slot else 0, _ttl_left(slot, now)))
+        return out
+
+    async def get_blob(self, key: str) -> bytes | None:
+        """See `State.get_blob`."""
+        hit = self._blobs.get(key)
+        if hit is None:
+            return None
+        if hit[1] <= time.monotonic():
+            del self._blobs[key]
+            return None
+        self._blobs.move_to_end(key)
+        return hit[0]
+
+    async def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
+        """See `State.set_blob`; the least recently used blob goes when full."""
+        self._blobs[key] = (value, time.monotonic() + ttl_s)
+        self._blobs.move_to_end(key)
+        while len(self._blobs) > self._max_blobs:
+            self._blobs.popitem(last=False)
+
+    def _sweep(self, now: float) -> None:
+        # Windowed keys change every minute; drop the expired ones so memory stays flat.
+        self._next_sweep = now + 60
+        dead = [k for k, (_, exp) in self._counters.items() if exp and exp <= now]
+        for k in dead:
+            del self._counters[k]
+
+    async def start(self) -> None:
+        """Nothing to start."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+def _ttl_left(slot: list[float] | None, now: float) -> int:
+    if slot is None or not slot[1]:
+        return -1
+    return max(0, int((slot[1] - now) * 1000))
+
+
+def build(redis_url: str | None, prefix: str, instances: int | None, max_blobs: int) -> State:
+    """The configured backend: Redis when a URL is set, else in-process."""
+    if not redis_url:
+        return MemoryState(max_blobs)
+    from sluice.state_redis import RedisState
+
+    return RedisState(redis_url, prefix, instances, MemoryState(max_blobs))

@@ -1,0 +1,220 @@
+"""The Redis backend of `sluice.state`: one Lua script per reserve/settle, so limits and
+budgets hold across every instance sharing the Redis.
+
+Redis down (SPEC §6): the first failure logs one warning and switches to per-instance
+counters whose caps are divided by the number of live instances — the last count seen
+through the instances' heartbeats (a sorted set refreshed every few seconds), or
+`redis.instances` when configured. The cache misses meanwhile. A background probe pings
+Redis every second and switches back when it answers; reservations made locally settle
+locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sluice.state import Admission, Counter, MemoryState
+
+log = logging.getLogger("sluice.state")
+
+# KEYS: counters; ARGV: amount, cap, ttl_ms per counter (see state.Counter).
+# Returns {0, i, value, pttl} when counter i would pass its cap (nothing changed), else
+# {1, value1, pttl1, value2, pttl2, ...} after adding every amount.
+_RESERVE = """
+for i = 1, #KEYS do
+  local cap = tonumber(ARGV[3*i-1])
+  if cap >= 0 then
+    local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if cur + tonumber(ARGV[3*i-2]) > cap then
+      return {0, i, cur, redis.call('PTTL', KEYS[i])}
+    end
+  end
+end
+local out = {1}
+for i = 1, #KEYS do
+  local v = redis.call('INCRBY', KEYS[i], ARGV[3*i-2])
+  local ttl = tonumber(ARGV[3*i])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[i], ttl, 'NX')
+  elseif ttl < 0 then
+    redis.call('PEXPIRE', KEYS[i], -ttl)
+  end
+  out[#out+1] = v
+  out[#out+1] = redis.call('PTTL', KEYS[i])
+end
+return out
+"""
+
+# KEYS: counters; ARGV: deltas. Only existing counters move (an expired window stays gone)
+# and none goes below 0.
+_ADJUST = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('INCRBY', KEYS[i], ARGV[i]) < 0 then
+      redis.call('SET', KEYS[i], 0, 'KEEPTTL')
+    end
+  end
+end
+return 1
+"""
+
+_HEARTBEAT_S = 3.0
+_PROBE_S = 1.0
+_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RedisState:
+    """Counters and blobs in Redis under `prefix`, with a per-instance fallback."""
+
+    def __init__(self, url: str, prefix: str, instances: int | None, fallback: MemoryState) -> None:
+        self.prefix = prefix
+        self.instances_hint = instances
+        self.instances = instances or 1
+        self.local = fallback
+        self.down = False
+        self.instance_id = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.redis: Any = aioredis.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=0
+        )
+        self._reserve = self.redis.register_script(_RESERVE)
+        self._adjust = self.redis.register_script(_ADJUST)
+        self._pending: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            log.warning(
+                "Redis unreachable (%s): limits fall back to per-instance counters at "
+                "limit / %d instances; the cache misses until it returns",
+                type(exc).__name__,
+                self.instances,
+            )
+
+    async def reserve(self, counters: Sequence[Counter]) -> Admission:
+        """See `State.reserve`: one EVALSHA, or the local fallback while Redis is down."""
+        if not self.down:
+            args: list[int] = []
+            for c in counters:
+                args += (c.amount, c.cap, c.ttl_ms)
+            try:
+                raw = await self._reserve(keys=[self.prefix + c.key for c in counters], args=args)
+            except _ERRORS as exc:
+                self._fail(exc)
+            else:
+                if raw[0] == 0:
+                    return Admission(False, int(raw[1]) - 1, [int(raw[2])], [int(raw[3])])
+                vals = [int(v) for v in raw[1:]]
+                return Admission(True, -1, vals[0::2], vals[1::2])
+        return self.local.reserve_now(counters, max(1, self.instances))
+
+    def adjust(self, deltas: Sequence[tuple[str, int]], local: bool = False) -> None:
+        """See `State.adjust`: local reservations settle locally, others in a background task."""
+        if local:
+            self.local.adjust(deltas)
+            return
+        if self.down or not deltas:
+            return  # the Redis reservation expires with its window or period
+        task = asyncio.ensure_future(self._send_adjust(deltas))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send_adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
+        try:
+            await self._adjust(
+                keys=[self.prefix + k for k, _ in deltas], args=[d for _, d in deltas]
+            )
+        except _ERRORS as exc:
+            self._fail(exc)
+
+    async def peek(self, keys: Sequence[str]) -> list[tuple[int, int]]:
+        """See `State.peek`."""
+        if self.down:
+            return await self.local.peek(keys)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for k in keys:
+                    pipe.get(self.prefix + k)
+                    pipe.pttl(self.prefix + k)
+                raw = await pipe.execute()
+        except _ERRORS as exc:
+            self._fail(exc)
+            return await self.local.peek(keys)
+        return [(int(raw[i] or 0), int(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    async def get_blob(self, key: str) -> bytes | None:
+        """See `State.get_blob`; a miss while Redis is down."""
+        if self.down:
+            return None
+        try:
+            value: bytes | None = await self.redis.get(self.prefix + key)
+        except _ERRORS as exc:
+            self._fail(exc)
+            return None
+        return value
+
+    async def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
+        """See `State.set_blob`."""
+        if self.down:
+            return
+        try:
+            await self.redis.set(self.prefix + key, value, px=max(1, int(ttl_s * 1000)))
+        except _ERRORS as exc:
+            self._fail(exc)
+
+    async def start(self) -> None:
+        """Start the heartbeat / reconnect loop."""
+        self._loop_task = asyncio.ensure_future(self._background())
+
+    async def _background(self) -> None:
+        beat_at = 0.0
+        while True:
+            if self.down:
+                try:
+                    await self.redis.ping()
+                except _ERRORS:
+                    pass
+                else:
+                    self.down = False
+                    log.warning("Redis is reachable again: shared limits and cache resumed")
+            if not self.down and time.monotonic() >= beat_at:
+                beat_at = time.monotonic() + _HEARTBEAT_S
+                await self._heartbeat()
+            await asyncio.sleep(_PROBE_S)
+
+    async def _heartbeat(self) -> None:
+        """Count live instances: each refreshes its member; stale members are dropped."""
+        key, now = self.prefix + "instances", time.time()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {self.instance_id: now})
+                pipe.zremrangebyscore(key, "-inf", now - 3 * _HEARTBEAT_S)
+                pipe.zcard(key)
+                pipe.expire(key, int(10 * _HEARTBEAT_S))
+                _, _, live, _ = await pipe.execute()
+        except _ERRORS as exc:
+            self._fail(exc)
+            return
+        if self.instances_hint is None:
+            self.instances = max(1, int(live))
+
+    async def close(self) -> None:
+        """Stop the loop, let pending settlements finish, leave the heartbeat set."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=2)
+        if not self.down:
+            try:
+                await self.redis.zrem(self.prefix + "instances", self.instance_id)
+            except _ERRORS:
+                pass
+        await self.redis.aclose()
