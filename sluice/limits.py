@@ -277,3 +277,35 @@ class Traffic:
         for k, v in ticket.headers().items():
             req.add_header(k, v)
         return ticket
+
+    async def describe(self, req: Request, principal: Principal, plan: Plan) -> dict[str, Any]:
+        """What is left of the caller's limits and budgets for `plan`, reserving nothing."""
+        limits = self._limits(req, principal, plan.model, 0)
+        checks = [
+            budgets.budget_check(s, i, usd, k, 0, budgets.utcnow())
+            for (s, i, k), usd in self._budget_rules(req, principal).items()
+        ]
+        keys = [c.counter.key for c in limits] + [b.counter.key for b in checks]
+        seen = await self.state.peek(keys)
+        out_limits = [
+            {
+                "scope": c.scope,
+                "kind": c.kind,
+                "limit": c.cap,
+                "remaining": max(0, c.cap - value),
+                "reset_s": round(ttl / 1000, 3) if ttl >= 0 and c.kind != "concurrent" else None,
+            }
+            for c, (value, ttl) in zip(limits, seen, strict=False)
+        ]
+        out_budgets = [
+            {
+                "scope": b.scope,
+                "period": b.period.key,
+                "usd": b.usd,
+                "spent_usd": value / budgets.NANO,
+                "remaining_usd": max(0.0, b.usd - value / budgets.NANO),
+                "resets_at": b.period.resets_at.isoformat() if b.period.resets_at else None,
+            }
+            for b, (value, _) in zip(checks, seen[len(limits) :], strict=False)
+        ]
+        return {"limits": out_limits, "budgets": out_budgets}

@@ -39,8 +39,9 @@ def _check_rpm(gw: Gateway | list[Gateway], n: int, k: int) -> None:
             assert r.json()["error"]["code"] == "RATE_LIMITED"
             assert 1 <= int(r.headers["retry-after"]) <= 60
             assert r.headers["x-ratelimit-remaining-requests"] == "0"
-    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in responses
-                       if r.status_code == 200)
+    remaining = sorted(
+        int(r.headers["x-ratelimit-remaining-requests"]) for r in responses if r.status_code == 200
+    )
     assert remaining == list(range(k))  # each admitted request saw its own slot go
 
 
@@ -61,7 +62,11 @@ def test_rpm_exact_redis(
     pfx = prefix()
     try:
         gw = start_gateway(
-            _config(fake_openai, [{"scope": "global", "rpm": 9}], redis={"url": redis_url, "prefix": pfx})
+            _config(
+                fake_openai,
+                [{"scope": "global", "rpm": 9}],
+                redis={"url": redis_url, "prefix": pfx},
+            )
         )
         _check_rpm(gw, 30, 9)
     finally:
@@ -73,7 +78,9 @@ def test_two_instances_share_one_limit(
 ) -> None:
     pfx = prefix()
     try:
-        cfg = _config(fake_openai, [{"scope": "key", "rpm": 11}], redis={"url": redis_url, "prefix": pfx})
+        cfg = _config(
+            fake_openai, [{"scope": "key", "rpm": 11}], redis={"url": redis_url, "prefix": pfx}
+        )
         gws = [start_gateway(cfg), start_gateway(cfg)]
         _check_rpm(gws, 40, 11)
     finally:
@@ -83,8 +90,11 @@ def test_two_instances_share_one_limit(
 def test_concurrent_limit_admits_k_and_releases(
     fake_openai: FakeOpenAI, start_gateway: Callable[..., Gateway]
 ) -> None:
-    gw = start_gateway(_config(fake_openai, [{"scope": "team", "concurrent": 99},
-                                             {"scope": "key", "concurrent": 3}]))
+    gw = start_gateway(
+        _config(
+            fake_openai, [{"scope": "team", "concurrent": 99}, {"scope": "key", "concurrent": 3}]
+        )
+    )
     fake_openai_slow = chat_body("gpt-4o-mini-slow")
     responses = burst(gw.url, 12, fake_openai_slow, auth(TOKEN_A))
     assert statuses(responses) == {200: 3, 429: 9}
@@ -130,18 +140,25 @@ def test_session_and_model_scopes(
     gw = start_gateway(
         _config(
             fake_openai,
-            [{"scope": "session", "rpm": 2}, {"scope": "model", "rpm": 50},
-             {"scope": "model", "rpm": 4}],
+            [
+                {"scope": "session", "rpm": 2},
+                {"scope": "model", "rpm": 50},
+                {"scope": "model", "rpm": 4},
+            ],
         )
     )
     fresh_window()
     with httpx.Client(base_url=gw.url, headers=auth(TOKEN_A), timeout=30) as c:
-        s1 = [c.post("/v1/chat/completions", json=chat_body(), headers={"X-Session-ID": "s1"})
-              for _ in range(3)]
+        s1 = [
+            c.post("/v1/chat/completions", json=chat_body(), headers={"X-Session-ID": "s1"})
+            for _ in range(3)
+        ]
         assert [r.status_code for r in s1] == [200, 200, 429]
         # A refused request moved no counter: the model has seen 2 of its 4 (the smaller rule).
-        s2 = [c.post("/v1/chat/completions", json=chat_body(), headers={"X-Session-ID": "s2"})
-              for _ in range(2)]
+        s2 = [
+            c.post("/v1/chat/completions", json=chat_body(), headers={"X-Session-ID": "s2"})
+            for _ in range(2)
+        ]
         assert [r.status_code for r in s2] == [200, 200]
         s3 = {"X-Session-ID": "s3"}
         spent = c.post("/v1/chat/completions", json=chat_body(), headers=s3)
@@ -151,7 +168,9 @@ def test_session_and_model_scopes(
         assert other.status_code == 200
 
 
-def test_no_limits_no_headers(fake_openai: FakeOpenAI, start_gateway: Callable[..., Gateway]) -> None:
+def test_no_limits_no_headers(
+    fake_openai: FakeOpenAI, start_gateway: Callable[..., Gateway]
+) -> None:
     gw = start_gateway(openai_config(fake_openai))
     r = httpx.post(gw.url + "/v1/chat/completions", json=chat_body())
     assert r.status_code == 200

@@ -31,7 +31,9 @@ async def _burst(
 ) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(urls), max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        return list(await asyncio.gather(*(client.post(u, json=body, headers=headers) for u in urls)))
+        return list(
+            await asyncio.gather(*(client.post(u, json=body, headers=headers) for u in urls))
+        )
 
 
 def burst(
@@ -114,4 +116,3 @@ def statuses(responses: list[httpx.Response]) -> dict[int, int]:
     for r in responses:
         out[r.status_code] = out.get(r.status_code, 0) + 1
     return out
-

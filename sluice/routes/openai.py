@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sluice import schema, tokenizer
+from sluice import budgets, schema, tokenizer
 from sluice.errors import GatewayError, validation
 from sluice.pipeline import chat_operation, embeddings_operation
 from sluice.routes import Route
@@ -86,9 +86,11 @@ async def route_check(gw: Gateway, req: Request) -> None:
     plan = gw.router.plan(model, provider)
     targets = gw.router.order(plan) if plan.strategy != "weighted" else list(plan.targets)
     first, rest = targets[0], targets[1:]
+    caller = await _caller_view(gw, req, plan)
     await req.json(
         200,
         {
+            **caller,
             "model": plan.model,
             "provider": first.provider,
             "upstream_model": first.model,
@@ -104,8 +106,30 @@ async def route_check(gw: Gateway, req: Request) -> None:
                 }
                 for t in rest
             ],
+            "cooling_down": gw.router.breakers.status(),
         },
     )
+
+
+async def _caller_view(gw: Gateway, req: Request, plan: Any) -> dict[str, Any]:
+    """The caller's limits left and a request's worst-case price (when the caller is known)."""
+    prices = [gw.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
+    worst = budgets.worst_price(prices)
+    try:
+        prompt = int(req.query.get("prompt_tokens") or 1000)
+        out = int(req.query.get("max_tokens") or budgets.DEFAULT_MAX_TOKENS)
+    except ValueError:
+        raise validation("max_tokens", "prompt_tokens and max_tokens must be integers") from None
+    estimate = {
+        "prompt_tokens": prompt,
+        "max_tokens": out,
+        "usd": budgets.nano_cost(prompt, out, worst) / budgets.NANO if worst else None,
+    }
+    try:
+        principal = gw.auth.authenticate(req)
+    except GatewayError:
+        return {"estimate": estimate}  # route-check needs no credentials; limits need a caller
+    return {"estimate": estimate, **await gw.traffic.describe(req, principal, plan)}
 
 
 async def tokenize(gw: Gateway, req: Request) -> None:
