@@ -13,8 +13,9 @@ Callers under no budget may still use it; its cost is recorded as unknown (SPEC 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import NamedTuple
 
 from sluice.config import Price
 from sluice.state import Counter
@@ -24,8 +25,7 @@ DEFAULT_MAX_TOKENS = 4096  # reserved output when a request sets no max_tokens
 _HOUR_MS = 3_600_000
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
+class Period(NamedTuple):
     """One budget period: its counter suffix and when it resets (None for `total`)."""
 
     key: str
@@ -34,7 +34,13 @@ class Period:
 
 def period(kind: str, now: datetime) -> Period:
     """The current day/week/month/total period in UTC."""
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return _period(kind, now.date().toordinal())
+
+
+@lru_cache(maxsize=64)
+def _period(kind: str, ordinal: int) -> Period:
+    # Cached per day: the period math and its formatting cost more than the rest of admission.
+    day = datetime.fromordinal(ordinal).replace(tzinfo=UTC)
     if kind == "day":
         return Period(f"d{day:%Y%m%d}", day + timedelta(days=1))
     if kind == "week":
@@ -64,8 +70,7 @@ def worst_price(prices: list[Price | None]) -> Price | None:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetCheck:
+class BudgetCheck(NamedTuple):
     """A budget a request reserves against."""
 
     scope: str
@@ -82,7 +87,7 @@ def budget_check(
     p = period(kind, now)
     ttl = 0
     if p.resets_at is not None:
-        ttl = int((p.resets_at - now).total_seconds() * 1000) + _HOUR_MS
+        ttl = int((p.resets_at.timestamp() - now.timestamp()) * 1000) + _HOUR_MS
     counter = Counter(f"b:{scope}:{ident}:{p.key}", amount, int(usd * NANO), ttl)
     return BudgetCheck(scope, ident, usd, p, counter)
 

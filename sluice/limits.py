@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sluice import budgets, tokenizer
 from sluice.errors import GatewayError
@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 _KINDS = ("rpm", "tpm", "concurrent")
 
 
-@dataclass(frozen=True, slots=True)
-class LimitCheck:
+class LimitCheck(NamedTuple):
     """One rate limit a request reserves on."""
 
     kind: str  # rpm | tpm | concurrent
@@ -113,11 +112,19 @@ class Ticket:
 
     async def check_stream(self, meter: StreamMeter) -> None:
         """Mid-stream: past the reserved output, reserve more or end it with BUDGET_EXCEEDED."""
-        used = tokenizer.estimate_chars(meter.completion_chars) or meter.chunks
-        if not self.budgets or used <= self.reserved_out or self.price is None:
+        if not self.budgets or self.price is None:
             return
+        if meter.usage is not None:
+            prompt, out = meter.usage.prompt_tokens, meter.usage.completion_tokens
+        else:
+            prompt = self.est_tokens - self.reserved_out
+            out = tokenizer.estimate_chars(meter.completion_chars) or meter.chunks
+        spent = budgets.nano_cost(prompt, out, self.price)
+        if spent <= self.est_nano:
+            return
+        # Reserve at least as much again as the request asked for, so this is rare per stream.
         more = max(self.reserved_out, 64)
-        amount = budgets.nano_cost(0, more, self.price)
+        amount = max(spent - self.est_nano, budgets.nano_cost(0, more, self.price))
         adm = await self.state.reserve(
             [Counter(b.counter.key, amount, b.counter.cap, b.counter.ttl_ms) for b in self.budgets]
         )

@@ -222,11 +222,11 @@ class Pipeline:
                 if first:
                     rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
                     first = False
+                if ticket is not None:
+                    await ticket.check_stream(meter)  # a stream past its budget ends here
                 await req.write(piece)
                 if collector is not None:
                     collector.feed(piece)
-                if ticket is not None:
-                    await ticket.check_stream(meter)  # a stream past its budget ends here
             if not meter.done:
                 raise GatewayError("NETWORK_ERROR", "upstream stream ended before it finished")
             await req.end()

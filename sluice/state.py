@@ -13,11 +13,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
+class Counter(NamedTuple):
     """One counter a request reserves on.
 
     `cap` < 0 means "count, never refuse". `ttl_ms` > 0 sets the expiry once (a fixed
@@ -100,22 +99,28 @@ class MemoryState:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
-        for i, c in enumerate(counters):
-            slot = self._value(c.key, now)
-            cur = int(slot[0]) if slot else 0
-            cap = c.cap if divisor == 1 or c.cap < 0 else max(1, c.cap // divisor)
-            if cap >= 0 and cur + c.amount > cap:
-                return Admission(False, i, [cur], [_ttl_left(slot, now)], divisor > 1)
+        table = self._counters
+        slots = []
+        for i, (key, amount, cap, _) in enumerate(counters):
+            slot = table.get(key)
+            if slot is not None and slot[1] and slot[1] <= now:
+                del table[key]
+                slot = None
+            if cap >= 0:
+                if divisor > 1:
+                    cap = max(1, cap // divisor)
+                if (slot[0] if slot else 0) + amount > cap:
+                    cur = int(slot[0]) if slot else 0
+                    return Admission(False, i, [cur], [_ttl_left(slot, now)], divisor > 1)
+            slots.append(slot)
         values, ttls = [], []
-        for c in counters:
-            slot = self._value(c.key, now)
-            if slot is None:
-                slot = self._counters[c.key] = [0, 0.0]
-            slot[0] += c.amount
-            if c.ttl_ms < 0 or (c.ttl_ms > 0 and not slot[1]):
-                slot[1] = now + abs(c.ttl_ms) / 1000
+        for (key, amount, _, ttl_ms), found in zip(counters, slots, strict=True):
+            slot = found if found is not None else table.setdefault(key, [0, 0.0])
+            slot[0] += amount
+            if ttl_ms < 0 or (ttl_ms > 0 and not slot[1]):
+                slot[1] = now + abs(ttl_ms) / 1000
             values.append(int(slot[0]))
-            ttls.append(_ttl_left(slot, now))
+            ttls.append(int((slot[1] - now) * 1000) if slot[1] else -1)
         return Admission(True, -1, values, ttls, divisor > 1)
 
     async def reserve(self, counters: Sequence[Counter]) -> Admission:

@@ -12,15 +12,14 @@ locally.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
+from sluice.resp import RespClient, RespError
 from sluice.state import Admission, Counter, MemoryState
 
 log = logging.getLogger("sluice.state")
@@ -66,9 +65,34 @@ end
 return 1
 """
 
+# KEYS: the instances set; ARGV: this instance, now, stale-before. Returns live instances.
+_HEARTBEAT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('EXPIRE', KEYS[1], 60)
+return redis.call('ZCARD', KEYS[1])
+"""
+
 _HEARTBEAT_S = 3.0
 _PROBE_S = 1.0
-_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_ERRORS = (RespError, OSError, asyncio.TimeoutError)
+
+
+class Script:
+    """A Lua script run by its SHA1, loaded on the first NOSCRIPT (e.g. after a restart)."""
+
+    def __init__(self, client: RespClient, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self.client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.client.execute("EVAL", self.source, len(keys), *keys, *args)
 
 
 class RedisState:
@@ -81,11 +105,10 @@ class RedisState:
         self.local = fallback
         self.down = False
         self.instance_id = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
-        self.redis: Any = aioredis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=0
-        )
-        self._reserve = self.redis.register_script(_RESERVE)
-        self._adjust = self.redis.register_script(_ADJUST)
+        self.redis = RespClient(url, timeout_s=0.5)
+        self._reserve = Script(self.redis, _RESERVE)
+        self._adjust = Script(self.redis, _ADJUST)
+        self._heartbeat_script = Script(self.redis, _HEARTBEAT)
         self._pending: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -106,7 +129,7 @@ class RedisState:
             for c in counters:
                 args += (c.amount, c.cap, c.ttl_ms)
             try:
-                raw = await self._reserve(keys=[self.prefix + c.key for c in counters], args=args)
+                raw = await self._reserve([self.prefix + c.key for c in counters], args)
             except _ERRORS as exc:
                 self._fail(exc)
             else:
@@ -129,9 +152,7 @@ class RedisState:
 
     async def _send_adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
         try:
-            await self._adjust(
-                keys=[self.prefix + k for k, _ in deltas], args=[d for _, d in deltas]
-            )
+            await self._adjust([self.prefix + k for k, _ in deltas], [d for _, d in deltas])
         except _ERRORS as exc:
             self._fail(exc)
 
@@ -139,12 +160,12 @@ class RedisState:
         """See `State.peek`."""
         if self.down:
             return await self.local.peek(keys)
+        calls = []
+        for k in keys:
+            calls.append(self.redis.execute("GET", self.prefix + k))
+            calls.append(self.redis.execute("PTTL", self.prefix + k))
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for k in keys:
-                    pipe.get(self.prefix + k)
-                    pipe.pttl(self.prefix + k)
-                raw = await pipe.execute()
+            raw = await asyncio.gather(*calls)  # pipelined on the one connection
         except _ERRORS as exc:
             self._fail(exc)
             return await self.local.peek(keys)
@@ -155,7 +176,7 @@ class RedisState:
         if self.down:
             return None
         try:
-            value: bytes | None = await self.redis.get(self.prefix + key)
+            value: bytes | None = await self.redis.execute("GET", self.prefix + key)
         except _ERRORS as exc:
             self._fail(exc)
             return None
@@ -166,7 +187,8 @@ class RedisState:
         if self.down:
             return
         try:
-            await self.redis.set(self.prefix + key, value, px=max(1, int(ttl_s * 1000)))
+            ttl_ms = max(1, int(ttl_s * 1000))
+            await self.redis.execute("SET", self.prefix + key, value, "PX", ttl_ms)
         except _ERRORS as exc:
             self._fail(exc)
 
@@ -179,7 +201,7 @@ class RedisState:
         while True:
             if self.down:
                 try:
-                    await self.redis.ping()
+                    await self.redis.execute("PING")
                 except _ERRORS:
                     pass
                 else:
@@ -192,14 +214,10 @@ class RedisState:
 
     async def _heartbeat(self) -> None:
         """Count live instances: each refreshes its member; stale members are dropped."""
-        key, now = self.prefix + "instances", time.time()
+        now = time.time()
+        args = (self.instance_id, now, now - 3 * _HEARTBEAT_S)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(key, {self.instance_id: now})
-                pipe.zremrangebyscore(key, "-inf", now - 3 * _HEARTBEAT_S)
-                pipe.zcard(key)
-                pipe.expire(key, int(10 * _HEARTBEAT_S))
-                _, _, live, _ = await pipe.execute()
+            live = await self._heartbeat_script([self.prefix + "instances"], args)
         except _ERRORS as exc:
             self._fail(exc)
             return
@@ -214,7 +232,7 @@ class RedisState:
             await asyncio.wait(list(self._pending), timeout=2)
         if not self.down:
             try:
-                await self.redis.zrem(self.prefix + "instances", self.instance_id)
+                await self.redis.execute("ZREM", self.prefix + "instances", self.instance_id)
             except _ERRORS:
                 pass
-        await self.redis.aclose()
+        await self.redis.close()

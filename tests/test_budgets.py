@@ -84,7 +84,9 @@ def test_unpriced_model_is_refused_under_a_budget(
     assert "no known price" in r.json()["error"]["message"]
     # Without a budget the same model is served and its cost recorded as unknown, not $0.
     open_gw = start_gateway({**_config(fake_openai, 5, PER_TOKEN), "budgets": []})
-    r = httpx.post(open_gw.url + "/v1/chat/completions", json=chat_body("free-x"), headers=auth(TOKEN))
+    r = httpx.post(
+        open_gw.url + "/v1/chat/completions", json=chat_body("free-x"), headers=auth(TOKEN)
+    )
     assert r.status_code == 200
     [line] = open_gw.wait_audit(1)
     assert line["cost_usd"] is None
@@ -96,11 +98,15 @@ def test_stream_that_exhausts_its_budget_ends_with_an_error_event(
     dollar = {"input_per_mtok": 1_000_000.0, "output_per_mtok": 1_000_000.0}  # $1 a token
     gw = start_gateway(_config(fake_openai, 40, dollar))
     body = chat_body(text="hi", max_tokens=3, stream=True)
-    with httpx.stream(
-        "POST", gw.url + "/v1/chat/completions", json=body, headers=auth(TOKEN), timeout=30
-    ) as r:
-        assert r.status_code == 200
-        text = r.read().decode()
+    fake_openai.chunks = 60  # an upstream that ignores max_tokens: 60 tokens, $60
+    try:
+        with httpx.stream(
+            "POST", gw.url + "/v1/chat/completions", json=body, headers=auth(TOKEN), timeout=30
+        ) as r:
+            assert r.status_code == 200
+            text = r.read().decode()
+    finally:
+        fake_openai.chunks = 6
     assert "[DONE]" not in text
     last = [line for line in text.splitlines() if line.startswith("data: ")][-1]
     assert orjson.loads(last[6:])["error"]["code"] == "BUDGET_EXCEEDED"

@@ -27,7 +27,9 @@ def _config(fake: FakeOpenAI, **extra: Any) -> dict[str, Any]:
 
 
 def _upstream_calls(fake: FakeOpenAI, marker: str) -> int:
-    return sum(marker in str(r["body"].get("messages") or r["body"].get("input")) for r in fake.requests)
+    return sum(
+        marker in str(r["body"].get("messages") or r["body"].get("input")) for r in fake.requests
+    )
 
 
 def _ask(gw: Gateway, body: dict[str, Any], token: str = TOKEN_A, **headers: str) -> httpx.Response:
@@ -74,7 +76,14 @@ def test_stream_is_cached_and_replayed_to_the_sdk(fake_openai: FakeOpenAI, gw: G
             chunks = list(resp.parse())
             state = resp.headers["x-sluice-cache"]
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        finish = next((c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason), None)
+        finish = next(
+            (
+                c.choices[0].finish_reason
+                for c in chunks
+                if c.choices and c.choices[0].finish_reason
+            ),
+            None,
+        )
         return text, finish, chunks[-1].usage, state
 
     assert stream() == (ANSWER, "stop", None, "MISS")

@@ -43,7 +43,10 @@ def test_cooldown_skips_a_failing_target_then_probes_it(
                 {
                     "name": "smart",
                     "strategy": "fallback",
-                    "targets": [{"provider": "openai", "model": bad}, {"provider": "openai", "model": good}],
+                    "targets": [
+                        {"provider": "openai", "model": bad},
+                        {"provider": "openai", "model": good},
+                    ],
                 }
             ],
             "auth": {"tokens": [TOKEN]},
@@ -77,7 +80,10 @@ def test_least_latency_prefers_the_faster_target(
                 {
                     "name": "quick",
                     "strategy": "least-latency",
-                    "targets": [{"provider": "openai", "model": slow}, {"provider": "openai", "model": fast}],
+                    "targets": [
+                        {"provider": "openai", "model": slow},
+                        {"provider": "openai", "model": fast},
+                    ],
                 }
             ],
         }
@@ -113,9 +119,13 @@ def test_weighted_alias_spreads_load_over_two_keys(
     )
     for _ in range(40):
         assert _ask(gw, "spread").status_code == 200
-    keys = [r["headers"]["Authorization"] for r in fake_openai.requests if r["body"]["model"] == model]
+    keys = [
+        r["headers"]["Authorization"] for r in fake_openai.requests if r["body"]["model"] == model
+    ]
     assert len(keys) == 40
-    assert 8 <= keys.count("Bearer sk-key-aaaa") <= 32  # both keys carry a share (p < 1e-4 otherwise)
+    assert (
+        8 <= keys.count("Bearer sk-key-aaaa") <= 32
+    )  # both keys carry a share (p < 1e-4 otherwise)
 
 
 def test_route_check_shows_limits_left_and_price(

@@ -1,0 +1,178 @@
+"""Microbenchmark: what admission (limits + budgets) and a cache hit cost per request.
+
+    python bench/traffic_overhead.py [--redis redis://127.0.0.1:6379/0] [-n 20000]
+
+Runs the real `Traffic.admit` + `Ticket.settle` and `ResponseCache.lookup` + `replay` in
+one event loop (uvloop), no HTTP: the figures are the gateway's own added time per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from typing import Any
+
+import orjson
+import uvloop
+
+from sluice import config, schema, state
+from sluice.asgi import Request
+from sluice.auth import Principal
+from sluice.cache import ResponseCache
+from sluice.limits import Traffic
+from sluice.pipeline import chat_operation
+from sluice.pricing import Prices
+from sluice.routing import Router
+from sluice.usage import new_record
+
+BIG = 10**9  # caps no run reaches: every request is admitted
+
+
+def settings(redis_url: str | None, prefix: str, limits: bool) -> config.Settings:
+    data: dict[str, Any] = {
+        "providers": {"openai": {"kind": "openai", "api_key": "sk-bench"}},
+        "models": [{"match": "gpt-*", "provider": "openai"}],
+        "cache": {"enabled": True},
+        "redis": {"url": redis_url, "prefix": prefix},
+    }
+    if limits:
+        data["limits"] = [
+            {"scope": "key", "rpm": BIG, "tpm": BIG, "concurrent": BIG},
+            {"scope": "team", "rpm": BIG},
+        ]
+        data["budgets"] = [{"scope": "key", "usd": 1e6, "period": "month"}]
+    return config.from_mapping(data)
+
+
+def request() -> Request:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+        "query_string": b"",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(msg: Any) -> None:
+        return None
+
+    return Request(scope, receive, send)
+
+
+async def admission(s: config.Settings, n: int, await_settle: bool) -> list[float]:
+    """Per-request µs of admit + settle (and, for Redis, the settle's round trip)."""
+    st = state.build(s.redis.url, s.redis.prefix, 1, 1000)
+    await st.start()
+    traffic = Traffic(s, st, Prices(s))
+    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
+    raw = orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hello " * 40}],
+        }
+    )
+    principal = Principal("key", team="team-1", key_id="key-1")
+    times = []
+    for _ in range(n):
+        req, op = request(), chat_operation(schema.parse_chat(raw))
+        rec = new_record("r", "POST", "/v1/chat/completions")
+        rec.prompt_tokens, rec.completion_tokens, rec.cost_usd = 60, 20, 0.00002
+        t = time.perf_counter()
+        ticket = await traffic.admit(req, principal, plan, op)
+        if ticket is not None:
+            ticket.settle(rec)
+            pending = getattr(st, "_pending", None)
+            if await_settle and pending:
+                await asyncio.gather(*pending)
+        times.append((time.perf_counter() - t) * 1e6)
+    await st.close()
+    return times
+
+
+async def cache_hit(s: config.Settings, n: int, stream: bool) -> list[float]:
+    """Per-request µs of a cache lookup that hits and its replay."""
+    st = state.build(s.redis.url, s.redis.prefix, 1, 1000)
+    await st.start()
+    cache = ResponseCache(s.cache, st)
+    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
+    raw = orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hello " * 40}],
+        }
+    )
+    principal = Principal("key", team="team-1", key_id="key-1")
+    body = orjson.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "word " * 60},
+                }
+            ],
+            "usage": {"prompt_tokens": 60, "completion_tokens": 60},
+        }
+    )
+    op = chat_operation(schema.parse_chat(raw))
+    slot = await cache.lookup(request(), principal, plan, op)
+    assert slot is not None
+    await cache.store_answer(slot, "openai", body, None)
+    times = []
+    for _ in range(n):
+        req, op = request(), chat_operation(schema.parse_chat(raw))
+        rec = new_record("r", "POST", "/v1/chat/completions")
+        t = time.perf_counter()
+        slot = await cache.lookup(req, principal, plan, op)
+        assert slot is not None and slot.hit is not None
+        await cache.replay(req, slot, op, rec)
+        times.append((time.perf_counter() - t) * 1e6)
+    await st.close()
+    return times
+
+
+def show(name: str, times: list[float]) -> None:
+    times = times[len(times) // 10 :]  # drop the warm-up tenth
+    q = statistics.quantiles(times, n=100)
+    print(f"{name:<44} mean {statistics.fmean(times):7.1f} µs  p50 {q[49]:7.1f}  p99 {q[98]:7.1f}")
+
+
+async def main(redis_url: str | None, n: int) -> None:
+    backends = [("in-process", None)] + ([("redis", redis_url)] if redis_url else [])
+    for label, url in backends:
+        prefix = f"sluicebench:{uuid.uuid4().hex[:8]}:"
+        off, on = settings(url, prefix, False), settings(url, prefix, True)
+        show(f"{label}: limits off (admit+settle)", await admission(off, n, False))
+        show(f"{label}: 4 limits + budget, admit+settle", await admission(on, n, False))
+        if url:
+            show(f"{label}: same, settle round trip awaited", await admission(on, n, True))
+        show(f"{label}: cache hit, plain (lookup+replay)", await cache_hit(on, n, False))
+        show(f"{label}: cache hit, stream (lookup+replay)", await cache_hit(on, n, True))
+        if url:
+            import redis
+
+            r = redis.Redis.from_url(url)
+            keys = list(r.scan_iter(match=prefix + "*"))
+            if keys:
+                r.delete(*keys)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--redis", default=None)
+    ap.add_argument("-n", type=int, default=20000)
+    args = ap.parse_args()
+    uvloop.run(main(args.redis, args.n))
