@@ -1,0 +1,171 @@
+"""The counter/blob backends directly: the same contract in-process and in Redis, exact under
+concurrency, and the RESP client's reconnect, NOSCRIPT, AUTH/SELECT and hung-server paths."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sluice import config, schema
+from sluice.auth import Principal
+from sluice.errors import GatewayError
+from sluice.limits import Traffic
+from sluice.pipeline import chat_operation
+from sluice.pricing import Prices
+from sluice.resp import RespClient
+from sluice.routing import Router
+from sluice.state import Counter, MemoryState, State
+from sluice.state_redis import RedisState
+from tests.traffic_util import drop_prefix, prefix, redis_server
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[State]:
+    if request.param == "memory":
+        yield MemoryState(100)
+        return
+    url = request.getfixturevalue("redis_url")
+    pfx = prefix()
+    st = RedisState(url, pfx, None, MemoryState(100))
+    yield st
+    await st.close()
+    drop_prefix(url, pfx)
+
+
+async def test_reserve_is_all_or_nothing(backend: State) -> None:
+    a, b = Counter("a", 2, 5, 60_000), Counter("b", 1, 1, 60_000)
+    ok = await backend.reserve([a, b])
+    assert ok.ok and ok.values == [2, 1] and 0 < ok.ttls[0] <= 60_000
+    refused = await backend.reserve([a, b])  # b is full; a must not move
+    assert not refused.ok and refused.failed == 1 and refused.values == [1]
+    assert [v for v, _ in await backend.peek(["a", "b", "missing"])] == [2, 1, 0]
+    backend.adjust([("a", -10), ("missing", 5)])
+    await asyncio.sleep(0.05)  # Redis settles in the background
+    assert [v for v, _ in await backend.peek(["a", "missing"])] == [
+        0,
+        0,
+    ]  # floors at 0, no key made
+
+
+async def test_ttl_kinds(backend: State) -> None:
+    await backend.reserve([Counter("w", 1, -1, 150), Counter("g", 1, -1, -60_000)])
+    await asyncio.sleep(0.3)
+    (w, _), (g, g_ttl) = await backend.peek(["w", "g"])
+    assert w == 0 and g == 1 and g_ttl > 50_000  # the window expired, the gauge did not
+
+
+@pytest.mark.parametrize("n,k", [(200, 37)])
+async def test_parallel_reservations_admit_exactly_k(backend: State, n: int, k: int) -> None:
+    counters = [Counter("shared", 1, k, 60_000), Counter("free", 1, -1, 60_000)]
+    results = await asyncio.gather(*(backend.reserve(counters) for _ in range(n)))
+    assert sum(r.ok for r in results) == k
+    assert [v for v, _ in await backend.peek(["shared", "free"])] == [k, k]
+
+
+async def test_blobs(backend: State) -> None:
+    await backend.set_blob("blob", b"\x00payload\n", 0.2)
+    assert await backend.get_blob("blob") == b"\x00payload\n"
+    await asyncio.sleep(0.3)
+    assert await backend.get_blob("blob") is None
+
+
+def test_memory_blobs_are_bounded() -> None:
+    st = MemoryState(max_blobs=3)
+
+    async def run() -> list[bytes | None]:
+        for i in range(5):
+            await st.set_blob(f"k{i}", b"v", 60)
+        return [await st.get_blob(f"k{i}") for i in range(5)]
+
+    assert asyncio.run(run()) == [None, None, b"v", b"v", b"v"]
+
+
+async def test_resp_client_select_auth_and_noscript(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as server:
+        server.client().config_set("requirepass", "s3cret")
+        st = RedisState(f"redis://:s3cret@127.0.0.1:{server.port}/3", "p:", 1, MemoryState())
+        assert (await st.reserve([Counter("c", 1, 5, 60_000)])).ok
+        import redis
+
+        direct = redis.Redis(port=server.port, password="s3cret", db=3)
+        assert direct.get("p:c") == b"1"
+        direct.script_flush()  # as after a Redis restart: the next EVALSHA gets NOSCRIPT
+        assert (await st.reserve([Counter("c", 1, 5, 60_000)])).values == [2]
+        assert not st.down
+        await st.close()
+
+
+async def test_hung_redis_falls_back_quickly(caplog: pytest.LogCaptureFixture) -> None:
+    """A server that accepts but never answers: the watchdog gives up after the timeout."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await asyncio.sleep(5)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    st = RedisState(f"redis://127.0.0.1:{port}/0", "p:", 4, MemoryState())
+    started = time.monotonic()
+    first = await st.reserve([Counter("c", 1, 8, 60_000)])
+    assert first.ok and first.local and time.monotonic() - started < 1.5
+    results = [await st.reserve([Counter("c", 1, 8, 60_000)]) for _ in range(3)]
+    assert [r.ok for r in results] == [True, False, False]  # 8 / 4 instances = 2 locally
+    assert sum("Redis unreachable" in r.message for r in caplog.records) == 1
+    await st.close()
+    server.close()
+
+
+async def test_resp_client_reconnects(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as server:
+        client = RespClient(server.url)
+        assert await client.execute("PING") == "PONG"
+        server.client().client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(ConnectionError):
+            await client.execute("PING")
+        assert await client.execute("PING") == "PONG"
+        await client.close()
+
+
+def _request() -> Any:
+    from sluice.asgi import Request
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(msg: Any) -> None:
+        return None
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
+    return Request(scope, receive, send)
+
+
+async def test_principal_limits_apply_at_the_callers_key() -> None:
+    """A key's own settings (Principal.limits, set by team keys or JWT entitlements)."""
+    s = config.from_mapping(
+        {
+            "providers": {"openai": {"kind": "openai", "api_key": "sk"}},
+            "models": [{"match": "gpt-*", "provider": "openai"}],
+            "limits": [{"scope": "key", "rpm": 100}],
+        }
+    )
+    traffic = Traffic(s, MemoryState(), Prices(s))
+    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
+    raw = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
+    me = Principal("key", team="t1", key_id="k1", limits={"rpm": 2, "budget_usd": 1})
+    for _ in range(2):
+        ticket = await traffic.admit(_request(), me, plan, chat_operation(schema.parse_chat(raw)))
+        assert ticket is not None and len(ticket.limits) == 1  # one counter: the smaller cap
+        assert ticket.limits[0].cap == 2 and len(ticket.budgets) == 1
+    with pytest.raises(GatewayError) as refused:
+        await traffic.admit(_request(), me, plan, chat_operation(schema.parse_chat(raw)))
+    assert (
+        refused.value.code == "RATE_LIMITED"
+        and "2 requests per minute per key" in refused.value.message
+    )
+    other = Principal("key", team="t1", key_id="k2")
+    assert await traffic.admit(_request(), other, plan, chat_operation(schema.parse_chat(raw)))
