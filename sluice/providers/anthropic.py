@@ -22,6 +22,7 @@ from sluice.providers.base import Adapter, EnvProvider, StreamMeter, UpstreamCal
 from sluice.schema import ChatRequest
 
 API_VERSION = "2023-06-01"  # https://docs.anthropic.com/en/api/versioning
+PASSTHROUGH_HEADERS = ("anthropic-version", "anthropic-beta")  # from a /v1/messages caller
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI callers may omit it
 
 # https://docs.anthropic.com/en/api/messages#response-stop-reason
@@ -327,14 +328,25 @@ class AnthropicAdapter(Adapter):
         return UpstreamCall("POST", "/v1/messages", self.headers(api_key), body, chat.stream)
 
     def messages_call(
-        self, raw: bytes, body: dict[str, Any], upstream_model: str, api_key: str
+        self,
+        raw: bytes,
+        body: dict[str, Any],
+        upstream_model: str,
+        api_key: str,
+        client_headers: dict[str, str],
     ) -> UpstreamCall:
-        """A Messages request forwarded as received (re-encoded only to change the model)."""
+        """A Messages request forwarded as received (re-encoded only to change the model).
+
+        The caller's `anthropic-version` / `anthropic-beta` go along: the body is in their
+        format (https://docs.anthropic.com/en/api/versioning, .../beta-headers).
+        """
         if body.get("model") != upstream_model:
             raw = orjson.dumps({**body, "model": upstream_model})
-        return UpstreamCall(
-            "POST", "/v1/messages", self.headers(api_key), raw, bool(body.get("stream"))
-        )
+        headers = self.headers(api_key)
+        for name in PASSTHROUGH_HEADERS:
+            if name in client_headers:
+                headers[name] = client_headers[name]
+        return UpstreamCall("POST", "/v1/messages", headers, raw, bool(body.get("stream")))
 
     def chat_response(self, data: bytes, model: str) -> tuple[bytes, Usage | None]:
         try:

@@ -35,12 +35,12 @@ def stream_error(err: GatewayError) -> bytes:
     return b"event: error\ndata: " + errors.anthropic_body(err) + b"\n\n"
 
 
-def messages_operation(m: am.MessagesRequest) -> Operation:
+def messages_operation(m: am.MessagesRequest, client_headers: dict[str, str]) -> Operation:
     """A Messages request as an Operation; pass-through when the target speaks Messages."""
 
     def build(a: Adapter, model: str, key: str) -> UpstreamCall:
         if isinstance(a, AnthropicAdapter):
-            return a.messages_call(m.raw, m.body, model, key)
+            return a.messages_call(m.raw, m.body, model, key, client_headers)
         return a.chat_request(m.chat, model, key)
 
     def answer(a: Adapter, data: bytes, model: str) -> tuple[bytes, Usage | None]:
@@ -72,7 +72,7 @@ def messages_operation(m: am.MessagesRequest) -> Operation:
 async def messages(gw: Gateway, req: Request) -> None:
     """POST /v1/messages: Anthropic's Messages API, any routed model, streaming included."""
     m = am.parse(await req.body(gw.settings.server.max_request_bytes))
-    await gw.pipeline.run(req, messages_operation(m))
+    await gw.pipeline.run(req, messages_operation(m, req.headers))
 
 
 async def count_tokens(gw: Gateway, req: Request) -> None:
