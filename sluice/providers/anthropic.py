@@ -376,6 +376,7 @@ class AnthropicAdapter(Adapter):
             elif kind == "message_start":
                 prefix = _chunk_prefix(obj.get("message") or {}, model)
                 usage = usage_from((obj.get("message") or {}).get("usage")) or usage
+                meter.usage = usage  # from here on an aborted stream still counts its tokens
                 delta = b'{"role":"assistant","content":""}'
             elif kind == "message_delta":
                 _fold_delta_usage(obj.get("usage"), usage)
@@ -384,7 +385,7 @@ class AnthropicAdapter(Adapter):
                 yield _chunk(prefix, b"{}", orjson.dumps(meter.finish_reason))
                 continue
             elif kind == "message_stop":
-                meter.usage, meter.done = usage, True
+                meter.done = True
                 tail = _usage_chunk(prefix, usage) if chat.client_wants_usage else b""
                 yield tail + sse.DONE
                 continue
@@ -491,6 +492,8 @@ def _block_delta(obj: dict[str, Any], tools: dict[int, int], meter: StreamMeter)
         return b'{"content":%s}' % orjson.dumps(d["text"])
     if d.get("type") == "input_json_delta":
         frag = d.get("partial_json") or ""
+        if not frag:
+            return None  # the API opens each tool's input with an empty fragment
         meter.completion_chars += len(frag)
         call = {"index": tools.get(obj.get("index", -1), 0), "function": {"arguments": frag}}
         return b'{"tool_calls":[%s]}' % orjson.dumps(call)
