@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 
 from sluice.config import ProviderConfig
-from sluice.providers import anthropic_messages as am
 from sluice.providers import registry
+from sluice.providers.anthropic import inbound as am
 from sluice.providers.base import StreamMeter
 from sluice.schema import parse_chat
 

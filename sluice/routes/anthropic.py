@@ -16,8 +16,8 @@ import orjson
 from sluice import errors, tokenizer
 from sluice.errors import GatewayError
 from sluice.pipeline import Operation
-from sluice.providers import anthropic_messages as am
 from sluice.providers.anthropic import AnthropicAdapter
+from sluice.providers.anthropic import inbound as am
 from sluice.providers.base import Adapter, StreamMeter, UpstreamCall, Usage
 from sluice.routes import Route
 from sluice.schema import ChatRequest

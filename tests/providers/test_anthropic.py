@@ -17,9 +17,10 @@ import pytest
 from sluice import sse
 from sluice.config import ProviderConfig
 from sluice.errors import GatewayError
-from sluice.providers import anthropic_messages as am
 from sluice.providers import registry
-from sluice.providers.anthropic import AnthropicAdapter, messages_body
+from sluice.providers.anthropic import AnthropicAdapter
+from sluice.providers.anthropic import inbound as am
+from sluice.providers.anthropic.request import messages_body
 from sluice.providers.base import StreamMeter, Usage
 from sluice.schema import parse_chat
 

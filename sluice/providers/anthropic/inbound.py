@@ -3,7 +3,7 @@
 Messages request → canonical (OpenAI chat) request, canonical answer → Messages response,
 canonical SSE → Anthropic's event sequence, and the untouched pass-through (usage still
 metered) for when the target is itself an `anthropic` provider. The upstream direction is in
-`sluice.providers.anthropic`. https://docs.anthropic.com/en/api/messages
+`request` and `response`. https://docs.anthropic.com/en/api/messages
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from msgspec import Meta
 
 from sluice import schema, sse
 from sluice.errors import GatewayError, validation
-from sluice.providers.anthropic import stream_error
+from sluice.providers.anthropic.response import stream_error
 from sluice.providers.base import Adapter, StreamMeter, Usage
 from sluice.schema import ChatRequest
 
