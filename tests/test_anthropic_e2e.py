@@ -462,3 +462,29 @@ def test_messages_never_leak_keys(gw: Gateway) -> None:
     logs = gw.stdout() + gw.stderr()
     assert gw.audit(), "the runs above wrote audit lines"
     assert KEY not in logs and OPENAI_KEY not in logs and TOKEN not in logs
+
+
+def test_messages_stream_from_openai_breaking_midway(gw: Gateway) -> None:
+    body = {
+        "model": "gpt-4o-reset",
+        "max_tokens": 9,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    r = httpx.post(gw.url + "/v1/messages", json=body, headers={"x-api-key": TOKEN}, timeout=30)
+    names = [line[7:] for line in r.text.splitlines() if line.startswith("event: ")]
+    assert names[0] == "message_start" and names[-1] == "error" and names.count("error") == 1
+    assert "message_stop" not in names
+    err = orjson.loads(r.text.split("event: error\ndata: ")[1])
+    assert err["type"] == "error" and err["error"]["code"] == "NETWORK_ERROR"
+
+
+def test_messages_refuses_upstream_choosing_header(gw: Gateway) -> None:
+    body = {"model": "gpt-4o", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(
+        gw.url + "/v1/messages",
+        json=body,
+        headers={"x-api-key": TOKEN, "X-Base-URL": "http://evil"},
+        timeout=30,
+    )
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"

@@ -297,3 +297,14 @@ def test_passthrough_stream_raises_upstream_error_once() -> None:
         "content_block_delta",
     ]
     assert not meter.done and meter.usage == Usage(12, 1, 0)
+
+
+def test_env_only_mode_routes_claude_to_anthropic() -> None:
+    from sluice.config import from_env
+    from sluice.routing import Router
+
+    s = from_env({"ANTHROPIC_API_KEY": "sk-ant-env", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"})
+    assert s.providers["anthropic"].kind == "anthropic"
+    assert s.providers["anthropic"].base_url == "http://127.0.0.1:9"
+    plan = Router(s, {"anthropic"}).plan("claude-opus-4-1")
+    assert [(t.provider, t.model) for t in plan.targets] == [("anthropic", "claude-opus-4-1")]
