@@ -308,3 +308,15 @@ def test_env_only_mode_routes_claude_to_anthropic() -> None:
     assert s.providers["anthropic"].base_url == "http://127.0.0.1:9"
     plan = Router(s, {"anthropic"}).plan("claude-opus-4-1")
     assert [(t.provider, t.model) for t in plan.targets] == [("anthropic", "claude-opus-4-1")]
+
+
+def test_inbound_stream_in_band_error_ends_with_error() -> None:
+    first = (FIX / "openai_text.sse").read_bytes().split(b"\n\n")[0] + b"\n\n"
+    raw = (
+        first
+        + b'data: {"error": {"message": "The server had an error", "type": "server_error"}}\n\n'
+    )
+    events, err = collect(am.messages_stream(pieces(raw)))
+    assert [e.event for e in events] == ["message_start"]
+    assert err is not None and err.code == "EXTERNAL_SERVICE_ERROR"
+    assert err.message == "The server had an error"

@@ -19,6 +19,7 @@ from sluice import schema, sse
 from sluice.errors import GatewayError, validation
 from sluice.providers.anthropic.response import stream_error
 from sluice.providers.base import Adapter, StreamMeter, Usage
+from sluice.providers.openai import usage_from as openai_usage_from
 from sluice.schema import ChatRequest
 
 # chat.completion finish_reason → Messages stop_reason
@@ -317,13 +318,13 @@ async def messages_stream(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         if ev.data == b"[DONE]":
             yield (_close(block) if block >= 0 else b"") + _end(stop, usage)
             return
-        obj = orjson.loads(ev.data)
+        obj = _chunk_obj(ev.data)
         out: list[bytes] = []
         if not started:
             started = True
             out.append(_start(obj))
         if obj.get("usage"):
-            usage = _openai_usage(obj["usage"])
+            usage = openai_usage_from(obj["usage"])
         for choice in obj.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("content"):
@@ -348,13 +349,19 @@ async def messages_stream(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield b"".join(out)
 
 
-def _openai_usage(u: dict[str, Any]) -> Usage:
-    details = u.get("prompt_tokens_details") or {}
-    return Usage(
-        prompt_tokens=int(u.get("prompt_tokens") or 0),
-        completion_tokens=int(u.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-    )
+def _chunk_obj(data: bytes) -> dict[str, Any]:
+    """One canonical chunk; an in-stream OpenAI error object ends the stream as an error."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise GatewayError("NETWORK_ERROR", "upstream sent a malformed stream chunk") from None
+    if not isinstance(obj, dict):
+        raise GatewayError("NETWORK_ERROR", "upstream sent a malformed stream chunk")
+    err = obj.get("error")
+    if err is not None:
+        msg = err.get("message") if isinstance(err, dict) else err
+        raise GatewayError("EXTERNAL_SERVICE_ERROR", str(msg or "upstream stream error"))
+    return obj
 
 
 async def passthrough_stream(
