@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.conftest import Gateway
@@ -36,10 +37,12 @@ A_TIME = {
 }
 
 
-def last_audit(gw: Gateway, request_id: str) -> dict[str, Any]:
-    for _ in range(3):
-        found = [a for a in gw.wait_audit(1) if a["request_id"] == request_id]
+def last_audit(gw: Gateway, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The audit line of one request (written just after its response, so polled for)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = [a for a in gw.audit() if a["request_id"] == request_id]
         if found:
             return found[-1]
-        gw.wait_audit(10**6, timeout=0.5)
+        time.sleep(0.02)
     raise AssertionError(f"no audit line for {request_id}")
