@@ -94,6 +94,16 @@ def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+def _document(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """A base64 document (PDF) → OpenAI's inline `file` part
+    (https://platform.openai.com/docs/guides/pdf-files)."""
+    src = block.get("source") or {}
+    if src.get("type") != "base64":
+        raise validation(f"{where}.source.type", "only base64 documents are supported here")
+    url = f"data:{src.get('media_type')};base64,{src.get('data')}"
+    return {"type": "file", "file": {"file_data": url}}
+
+
 def _user(turn: _Turn, where: str) -> list[dict[str, Any]]:
     """One user turn → tool messages (its tool_result blocks) then a user message."""
     if isinstance(turn.content, str):
@@ -106,6 +116,8 @@ def _user(turn: _Turn, where: str) -> list[dict[str, Any]]:
             parts.append({"type": "text", "text": str(b.get("text", ""))})
         elif kind == "image":
             parts.append(_image(b, here))
+        elif kind == "document":
+            parts.append(_document(b, here))
         elif kind == "tool_result":
             text = _text(b.get("content") or "", f"{here}.content")
             if b.get("is_error"):

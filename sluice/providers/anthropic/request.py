@@ -34,8 +34,8 @@ def _text_of(content: Any, where: str) -> str:
     return "\n".join(parts)
 
 
-def _image(url: str, where: str) -> dict[str, Any]:
-    """An OpenAI image URL → an image block: data URLs become base64 sources.
+def _source(url: str, where: str) -> dict[str, Any]:
+    """A URL → an Anthropic content source: data URLs become base64 sources.
 
     https://docs.anthropic.com/en/docs/build-with-claude/vision#base64-encoded-image-example
     """
@@ -44,8 +44,17 @@ def _image(url: str, where: str) -> dict[str, Any]:
         media, _, enc = head[5:].partition(";")
         if not sep or enc != "base64" or not media:
             raise validation(where, "a data URL must be data:<media type>;base64,<data>")
-        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
-    return {"type": "image", "source": {"type": "url", "url": url}}
+        return {"type": "base64", "media_type": media, "data": data}
+    return {"type": "url", "url": url}
+
+
+def _file(part: dict[str, Any], where: str) -> dict[str, Any]:
+    """An OpenAI `file` part with inline data → a document block (PDFs:
+    https://docs.anthropic.com/en/docs/build-with-claude/pdf-support)."""
+    data = (part.get("file") or {}).get("file_data")
+    if not isinstance(data, str) or not data.startswith("data:"):
+        raise validation(f"{where}.file.file_data", "give the file inline as a data URL")
+    return {"type": "document", "source": _source(data, f"{where}.file.file_data")}
 
 
 def _user_blocks(content: Any, where: str) -> str | list[dict[str, Any]]:
@@ -61,7 +70,10 @@ def _user_blocks(content: Any, where: str) -> str | list[dict[str, Any]]:
             url = img.get("url") if isinstance(img, dict) else img
             if not isinstance(url, str):
                 raise validation(f"{where}.content[{i}].image_url.url", "must be a string")
-            blocks.append(_image(url, f"{where}.content[{i}].image_url.url"))
+            source = _source(url, f"{where}.content[{i}].image_url.url")
+            blocks.append({"type": "image", "source": source})
+        elif kind == "file":
+            blocks.append(_file(p, f"{where}.content[{i}]"))
         else:
             raise validation(f"{where}.content[{i}].type", f"unsupported part type {kind!r}")
     return blocks
@@ -83,6 +95,15 @@ def _assistant_blocks(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return blocks
 
 
+def _results_turn(out: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The last turn's blocks when it is a user turn holding tool results."""
+    if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
+        blocks: list[dict[str, Any]] = out[-1]["content"]
+        if blocks and blocks[0].get("type") == "tool_result":
+            return blocks
+    return None
+
+
 def _messages(chat_messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """System texts and Messages turns; tool results join one user turn (consecutive merged).
 
@@ -101,20 +122,23 @@ def _messages(chat_messages: list[dict[str, Any]]) -> tuple[list[str], list[dict
                 "tool_use_id": m.get("tool_call_id") or m.get("name"),
                 "content": _text_of(m.get("content"), where),
             }
-            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
-                out[-1]["content"].append(block)
-            else:
+            turn = _results_turn(out)
+            if turn is None:
                 out.append({"role": "user", "content": [block]})
+            else:  # tool_result blocks come first in their turn
+                turn.insert(sum(b["type"] == "tool_result" for b in turn), block)
             continue
         if role == "assistant":
-            out.append({"role": "assistant", "content": _assistant_blocks(m, where)})
+            blocks = _assistant_blocks(m, where)
+            if blocks:  # Anthropic refuses an empty assistant turn; it carries nothing
+                out.append({"role": "assistant", "content": blocks})
             continue
         content = _user_blocks(m.get("content"), where)
-        last = out[-1] if out else None
-        if last and last["role"] == "user" and isinstance(last["content"], list):
-            # a user message right after tool results shares their turn
-            more = [{"type": "text", "text": content}] if isinstance(content, str) else content
-            last["content"].extend(more)
+        turn = _results_turn(out)
+        if turn is not None:  # a user message right after tool results shares their turn
+            turn.extend(
+                [{"type": "text", "text": content}] if isinstance(content, str) else content
+            )
         else:
             out.append({"role": "user", "content": content})
     return system, out
