@@ -216,10 +216,12 @@ class ResponseCache:
         self, req: Request, principal: Principal, plan: Plan, op: Operation
     ) -> CacheSlot | None:
         """The request's slot with its hit (None: not cacheable); sets X-Sluice-Cache MISS."""
-        if not self.enabled or (op.chat is not None and op.chat.legacy):
+        # Only OpenAI-shaped answers are stored (chat and embeddings operations set `body`);
+        # routes with their own wire format (a `relay`, e.g. /v1/messages) are not cached.
+        body = op.body
+        if not self.enabled or body is None or op.relay is not None:
             return None
-        body = op.chat.body if op.chat is not None else op.body
-        if body is None:
+        if op.chat is not None and op.chat.legacy:
             return None
         control = req.headers.get("cache-control", "").lower()
         no_store = "no-store" in control

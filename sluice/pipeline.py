@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +39,18 @@ class Operation:
     answer: Callable[[Adapter, bytes, str], tuple[bytes, Usage | None]]
     chat: ChatRequest | None = None
     prompt_chars: int = 0  # for the usage estimate when an upstream reports none
+    # A route with its own wire format (e.g. /v1/messages) reshapes the stream here; the
+    # default relays the adapter's canonical SSE. Its error event ends a failed stream.
+    relay: Relay | None = None
+    stream_error: Callable[[GatewayError], bytes] = errors.sse_error_event
     body: dict[str, Any] | None = None  # the parsed body (the cache key is built from it)
     ticket: Ticket | None = None  # this request's admission (limits, budgets), once admitted
     cache: CacheSlot | None = None  # this request's cache slot, when cacheable
+
+
+Relay = Callable[
+    [Adapter, AsyncIterator[bytes], ChatRequest, str, StreamMeter], AsyncIterator[bytes]
+]
 
 
 def chat_operation(chat: ChatRequest) -> Operation:
@@ -211,6 +220,10 @@ class Pipeline:
         meter = StreamMeter()
         collector = op.cache.collector if op.cache is not None else None
         ticket = op.ticket if op.ticket is not None and op.ticket.budgets else None
+        if op.relay is not None:
+            pieces = op.relay(adapter, opened.chunks(), chat, plan.model, meter)
+        else:
+            pieces = adapter.chat_stream(opened.chunks(), chat, plan.model, meter)
         upstream_s = time.perf_counter() - upstream_started
         rec.overhead_ms = (time.perf_counter() - req.started - upstream_s) * 1000
         req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
@@ -218,7 +231,7 @@ class Pipeline:
         price = self.gw.prices.lookup(plan.model, target, plan.entry)
         try:
             first = True
-            async for piece in adapter.chat_stream(opened.chunks(), chat, plan.model, meter):
+            async for piece in pieces:
                 if first:
                     rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
                     first = False
@@ -234,7 +247,7 @@ class Pipeline:
                 await self.gw.cache.store_stream(op.cache, target.provider, meter)
         except GatewayError as exc:
             rec.status, rec.error_code = exc.status, exc.code
-            await req.write(errors.sse_error_event(exc))
+            await req.write(op.stream_error(exc))
             await req.end()
         finally:
             rec.set_usage(meter.usage or self._estimate_stream(chat, meter), price)

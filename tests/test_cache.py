@@ -139,6 +139,18 @@ def test_failures_are_never_cached(
     assert _upstream_calls(fake_openai, marker) == 2  # the second went upstream again
 
 
+def test_embeddings_are_cached(fake_openai: FakeOpenAI, gw: Gateway) -> None:
+    marker = uuid.uuid4().hex
+    body = {"model": "gpt-embed-x", "input": [marker]}
+    url = gw.url + "/v1/embeddings"
+    first = httpx.post(url, json=body, headers=auth(TOKEN_A))
+    assert first.status_code == 200, first.text
+    second = httpx.post(url, json=body, headers=auth(TOKEN_A))
+    assert (first.headers["x-sluice-cache"], second.headers["x-sluice-cache"]) == ("MISS", "HIT")
+    assert second.json() == first.json()
+    assert _upstream_calls(fake_openai, marker) == 1
+
+
 def test_redis_cache_is_shared_by_instances_of_one_tenant(
     fake_openai: FakeOpenAI, start_gateway: Callable[..., Gateway], redis_url: str
 ) -> None:
@@ -156,3 +168,23 @@ def test_redis_cache_is_shared_by_instances_of_one_tenant(
         assert _upstream_calls(fake_openai, marker) == 2
     finally:
         drop_prefix(redis_url, pfx)
+
+
+def test_messages_route_never_shares_openai_entries(fake_openai: FakeOpenAI, gw: Gateway) -> None:
+    """/v1/messages answers in Anthropic's shape, so it must not hit a chat entry."""
+    marker = uuid.uuid4().hex
+    for _ in range(2):
+        assert _ask(gw, chat_body(text=marker, max_tokens=20)).status_code == 200
+    msg = httpx.post(
+        gw.url + "/v1/messages",
+        json={
+            "model": "gpt-4o-mini",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": marker}],
+        },
+        headers=auth(TOKEN_A),
+        timeout=30,
+    )
+    assert msg.status_code == 200, msg.text
+    assert msg.json()["type"] == "message" and "x-sluice-cache" not in msg.headers
+    assert _upstream_calls(fake_openai, marker) == 2
