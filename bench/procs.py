@@ -61,6 +61,17 @@ class Proc:
                 continue
         return total / 1024 if total else None
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the process and its descendants."""
+        ticks = 0
+        for pid in [self.pid, *_descendants(self.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (then SIGKILL) this process and the descendants it left, by PID."""
         children = _descendants(self.pid)
