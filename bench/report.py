@@ -110,6 +110,21 @@ def _diff(run: Run, system: str, base: str, key: str) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def _ceiling_warnings(run: Run, others: list[str]) -> list[str]:
+    """wrk and the upstream share one core: a system near the direct rate is bounded by it."""
+    ceiling = run.get("direct", "c64_rps")
+    out = []
+    for s in others:
+        rps = run.get(s, "c64_rps")
+        if ceiling and rps is not None and rps >= 0.7 * ceiling:
+            out.append(
+                f"- ⚠ {s} reached {rps / ceiling:.0%} of the direct rate ({ceiling:,.0f}/s, the "
+                "ceiling of wrk + upstream on the load core): its requests/s is a lower bound; "
+                "its CPU time per request is the better figure."
+            )
+    return [*out, ""] if out else []
+
+
 def markdown(run: Run) -> str:
     """The whole report."""
     lines = [f"# {run.title}", ""]
@@ -122,6 +137,7 @@ def markdown(run: Run) -> str:
     ]
     lines += ["## Figures", "", *_table(["", *run.systems], rows), ""]
     others = [s for s in run.systems if s != "direct"]
+    lines += _ceiling_warnings(run, others)
     if "direct" in run.systems and others:
         rows = []
         for label, key, kind in OVERHEADS:
