@@ -35,6 +35,7 @@ class Target:
     json_model: str = "gpt-bench"
     sse_model: str = "gpt-bench-stream"
     sse_headers: dict[str, str] = field(default_factory=dict)  # extra, for streams only
+    warm_s: float = 0.0  # a longer warm-up for systems that import lazily on first requests
 
     def body(self, stream: bool) -> bytes:
         """The chat request body (streams do not ask for usage: gateways must add it)."""

@@ -17,6 +17,8 @@ METRICS = [
     ("ttfb_p99", "50 streams in flight: first byte p99 (ms)", "{:.2f}"),
     ("total_p50", "50 streams in flight: total p50 (ms)", "{:.1f}"),
     ("total_p99", "50 streams in flight: total p99 (ms)", "{:.1f}"),
+    ("streams_per_s", "50 streams in flight: streams completed/s", "{:,.0f}"),
+    ("stream_cpu_us", "gateway CPU per stream (µs)", "{:,.0f}"),
     ("burst_ttfb_p50", "burst of 50 starts: first byte p50 (ms)", "{:.2f}"),
     ("burst_ttfb_p99", "burst of 50 starts: first byte p99 (ms)", "{:.2f}"),
     ("streams_intact", "streams intact", "{}"),

@@ -1,7 +1,7 @@
 """`make bench`: Sluice against the bare upstream (and, with --peers, LiteLLM and Portkey).
 
     python -m bench.run [--quick] [--only latency,throughput,streams] [--peers]
-                        [--systems sluice,nginx-hop,...] [--chunk-ms 5]
+                        [--systems sluice,nginx-hop,...] [--chunk-ms 10]
 
 The gateway under test is pinned to core 0 (`taskset -c 0`); this harness, wrk, and the
 upstreams share core 1. Each system is started, warmed, measured in every selected scenario,
@@ -52,7 +52,7 @@ def measure(
     requests/s, that figure barely moves when other work shares the machine."""
     name, failed = target.name, 0
     if only & {"latency", "throughput"}:
-        loadgen.http_load(target, 16, d.warm)  # pools, caches and JITs warm
+        loadgen.http_load(target, 16, max(d.warm, target.warm_s))  # pools, caches, JITs warm
     if "latency" in only:
         r = loadgen.http_load(target, 1, d.latency)
         run.put(name, "c1_p50", r.p50_ms)
@@ -70,7 +70,11 @@ def measure(
         failed += r.failed
     if "streams" in only:
         loadgen.streams(target, 50, 1)  # a warm burst: connections are open when timing starts
+        cpu0 = proc.cpu_seconds() if proc else 0.0
         s = loadgen.streams(target, 50, seconds=d.streams)
+        if proc is not None and s.streams:
+            run.put(name, "stream_cpu_us", 1e6 * (proc.cpu_seconds() - cpu0) / s.streams)
+        run.put(name, "streams_per_s", s.streams / d.streams)
         b = loadgen.streams(target, 50, d.burst_rounds)
         for q, tag in ((0.5, "p50"), (0.99, "p99")):
             run.put(name, f"ttfb_{tag}", s.p("ttfb", q))
@@ -118,7 +122,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--peers", action="store_true", help="also install and measure LiteLLM, Portkey"
     )
     ap.add_argument("--systems", default=None, help="e.g. sluice,nginx-hop (direct always runs)")
-    ap.add_argument("--chunk-ms", type=float, default=5.0, help="upstream pause between chunks")
+    ap.add_argument("--chunk-ms", type=float, default=10.0, help="upstream pause between chunks")
     ap.add_argument("--note", action="append", default=[], help="a line for the report's header")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
     args = ap.parse_args(argv)

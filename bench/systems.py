@@ -161,7 +161,8 @@ def start_litellm(workdir: Path, up: Upstreams) -> tuple[Proc, Target]:
     env |= {"NO_DOCS": "True", "DISABLE_ADMIN_UI": "True"}
     proc = procs.start("litellm", cmd, port, workdir, procs.GATEWAY_CORE, env, ready_timeout=180)
     url = f"http://127.0.0.1:{port}{CHAT}"
-    return proc, Target("litellm", url, url, {"Authorization": f"Bearer {master}"})
+    # LiteLLM keeps importing modules during its first few hundred requests: warm it longer.
+    return proc, Target("litellm", url, url, {"Authorization": f"Bearer {master}"}, warm_s=8)
 
 
 def start_portkey(workdir: Path, up: Upstreams) -> tuple[Proc, Target]:
@@ -180,7 +181,7 @@ def start_portkey(workdir: Path, up: Upstreams) -> tuple[Proc, Target]:
         "x-portkey-provider": "openai",
         "x-portkey-custom-host": up.json_base,
     }
-    target = Target("portkey", url, url, headers)
+    target = Target("portkey", url, url, headers, warm_s=3)
     target.sse_headers = {"x-portkey-custom-host": up.sse_base}
     return proc, target
 
