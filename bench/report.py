@@ -94,7 +94,7 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
     p50 = _diff(run, s, d, "c1_p50")
     check("c=1 p50 overhead ≤ 0.4 ms", p50, None if p50 is None else p50 <= 0.4, "{:.3f} ms")
     ttfb = _diff(run, s, d, "ttfb_p50")
-    intact = run.values.get(s, {}).get("streams_intact")
+    intact = run.values.get(s, {}).get("streams_intact") or "–"
     all_intact = isinstance(intact, str) and intact.split("/")[0] == intact.split("/")[-1]
     ok = None if ttfb is None else (ttfb <= 2.0 and all_intact)
     check(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -113,6 +114,13 @@ def bench_system(
             proc.stop()
 
 
+def _prune(root: Path, keep: int) -> None:
+    """Remove all but the newest `keep` run folders (audit logs grow by MBs a run)."""
+    runs = sorted(p for p in root.iterdir() if p.is_dir() and p.name[:8].isdigit())
+    for old in runs[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC)
     workdir = HERE / ".work" / stamp.strftime("%Y%m%dT%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
+    _prune(HERE / ".work", keep=5)
     env = systems.environment()
     only = [s for s in SCENARIOS if s in args.only_set]
     notes = [
