@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sluice import errors, tokenizer
 from sluice.asgi import SSE_HEADERS, ClientGone, Request, wait_disconnect
 from sluice.errors import GatewayError
+from sluice.providers import canonical
 from sluice.providers.base import Adapter, StreamMeter, UpstreamCall, Usage
 from sluice.routing import Plan, Target
 from sluice.schema import ChatRequest, EmbeddingsRequest
@@ -45,7 +46,7 @@ def chat_operation(chat: ChatRequest) -> Operation:
         chat.provider,
         chat.stream,
         build=lambda a, model, key: a.chat_request(chat, model, key),
-        answer=lambda a, data, model: a.chat_response(data, model),
+        answer=lambda a, data, model: canonical.answer(a, chat, data, model),
         chat=chat,
         prompt_chars=len(chat.raw),
     )
@@ -138,8 +139,10 @@ class Pipeline:
                 continue
             call = op.build(adapter, target.model, key)
             try:
+                secrets = (key, adapter.config.api_key or "")
+                meta = {"team": rec.team, "key_id": rec.key_id, "user": rec.user}
                 opened = await gw.upstream.open(
-                    target.provider, adapter, call, deadline, (key, adapter.config.api_key or "")
+                    target.provider, adapter, call, deadline, secrets, meta
                 )
             except GatewayError as exc:
                 rec.attempts += exc.attempts
