@@ -4,9 +4,12 @@ that routes to each of them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import Gateway, launch_gateway
 
 from tests.fakes.cohere_fake import FakeCohere
 from tests.fakes.gemini_fake import FakeGemini
@@ -51,7 +54,7 @@ def fake_jina() -> Iterator[FakeJina]:
     fake.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def providers_config(
     fake_openai: FakeOpenAI,
     fake_gemini: FakeGemini,
@@ -77,10 +80,20 @@ def providers_config(
             {"match": "@cf/*", "provider": "cloudflare"},
             {"match": "gpt-*", "provider": "openai"},
             {"match": "*gemini*", "provider": "gemini"},
-            {"match": "text-embedding-*", "provider": "gemini"},
+            {"match": "text-embedding-*", "provider": "openai"},
             {"match": "command*", "provider": "cohere"},
             {"match": "embed-*", "provider": "cohere"},
             {"match": "jina-*", "provider": "jina"},
         ],
         "logging": {"audit": True},
     }
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    providers_config: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """One gateway subprocess per test module, routing to every fake provider."""
+    gw = launch_gateway(Path(tmp_path_factory.mktemp("gw")), providers_config)
+    yield gw
+    gw.stop()

@@ -1,4 +1,4 @@
-"""Jina translation, table-driven from tests/fixtures/jina/."""
+"""Jina translation, table-driven from tests/fixtures/jina/ (Jina serves embeddings only)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,10 @@ from typing import Any
 
 import pytest
 
+from sluice.errors import GatewayError
 from tests.providers import translation as t
 
 KIND = "jina"
-
-
-@pytest.mark.parametrize("case", t.cases(KIND, "chat_request"), ids=t.case_id)
-def test_chat_request(case: dict[str, Any]) -> None:
-    t.check_request(KIND, case)
-
-
-@pytest.mark.parametrize("case", t.cases(KIND, "chat_response"), ids=t.case_id)
-def test_chat_response(case: dict[str, Any]) -> None:
-    t.check_response(KIND, case)
-
-
-@pytest.mark.parametrize("case", t.cases(KIND, "chat_stream"), ids=t.case_id)
-def test_chat_stream(case: dict[str, Any]) -> None:
-    t.check_stream(KIND, case)
 
 
 @pytest.mark.parametrize("case", t.cases(KIND, "embeddings"), ids=t.case_id)
@@ -34,3 +20,10 @@ def test_embeddings(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", t.cases(KIND, "errors"), ids=t.case_id)
 def test_error_message(case: dict[str, Any]) -> None:
     t.check_error(KIND, case)
+
+
+def test_chat_is_a_clear_400() -> None:
+    chat = t.chat({"model": "jina-embeddings-v3", "messages": [{"role": "user", "content": "x"}]})
+    with pytest.raises(GatewayError) as err:
+        t.adapter(KIND).chat_request(chat, "jina-embeddings-v3", "k")
+    assert err.value.status == 400 and "only embeddings" in err.value.message

@@ -74,8 +74,10 @@ def check_response(kind: str, case: dict[str, Any]) -> None:
     """The provider's answer → OpenAI choices and usage (text_completion when legacy)."""
     a = adapter(kind)
     body = orjson.dumps(case["upstream"])
-    req = chat({"model": "m", "prompt": "p"}, True) if case.get("legacy") else chat(
-        {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    req = (
+        chat({"model": "m", "prompt": "p"}, True)
+        if case.get("legacy")
+        else chat({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     )
     out, usage = canonical.answer(a, req, body, "m")
     got = _strip(orjson.loads(out))
