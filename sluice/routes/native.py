@@ -6,8 +6,8 @@ under BYOK); only allowlisted request headers are forwarded (SPEC §6); usage is
 the adapter's `native_usage` / `native_stream_usage` and recorded like any routed request.
 
 A prefix names a provider: the provider of that name, else the first one whose adapter
-declares that `native_prefix` (so `/openai/` reaches a provider of kind openai called
-anything, while `/openrouter/` needs a provider named openrouter).
+declares that `native_prefix` (or is of that kind), so `/openai/` reaches a provider of kind openai called
+anything, while `/openrouter/` needs a provider named openrouter.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def provider_for(gw: Gateway, prefix: str) -> str:
     if prefix in gw.adapters:
         return prefix
     for name, adapter in gw.adapters.items():
-        if adapter.native_prefix == prefix:
+        if adapter.native_prefix == prefix or adapter.kind == prefix:
             return name
     raise GatewayError("NOT_FOUND", f"no provider is configured for /{prefix}/")
 
@@ -89,9 +89,10 @@ def _is_stream(req: Request, body: bytes) -> bool:
 
 def build_call(adapter: Adapter, req: Request, rest: str, body: bytes, key: str) -> UpstreamCall:
     """The upstream request: the client's path, body and allowlisted headers, our key."""
-    headers = {k: v for k, v in req.headers.items() if k in FORWARDED}
-    headers.update(adapter.config.headers)
-    headers.update(adapter.auth_headers(key))
+    # Allowlisted caller headers win over defaults (a client's anthropic-version), and can
+    # never replace the key: no credential header is on the allowlist.
+    headers = {**adapter.config.headers, **adapter.auth_headers(key)}
+    headers.update((k, v) for k, v in req.headers.items() if k in FORWARDED)
     query = {k: v for k, v in req.query.items() if k not in _SECRET_QUERY}
     path = adapter.native_path(rest)
     return UpstreamCall(req.method, path, headers, body or None, _is_stream(req, body), query)
