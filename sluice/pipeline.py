@@ -140,7 +140,12 @@ class Pipeline:
             call = op.build(adapter, target.model, key)
             try:
                 secrets = (key, adapter.config.api_key or "")
-                meta = {"team": rec.team, "key_id": rec.key_id, "user": rec.user}
+                meta = {
+                    "team": rec.team,
+                    "key_id": rec.key_id,
+                    "user": rec.user,
+                    "session": rec.session,
+                }
                 opened = await gw.upstream.open(
                     target.provider, adapter, call, deadline, secrets, meta
                 )

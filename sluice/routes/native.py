@@ -6,8 +6,8 @@ under BYOK); only allowlisted request headers are forwarded (SPEC §6); usage is
 the adapter's `native_usage` / `native_stream_usage` and recorded like any routed request.
 
 A prefix names a provider: the provider of that name, else the first one whose adapter
-declares that `native_prefix` (or is of that kind), so `/openai/` reaches a provider of kind openai called
-anything, while `/openrouter/` needs a provider named openrouter.
+declares that `native_prefix` (or is of that kind), so `/openai/` reaches a provider of kind
+openai called anything, while `/openrouter/` needs a provider named openrouter.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ async def _serve(
     call = build_call(adapter, req, rest, body, key)
     rec.stream = call.stream
     deadline = time.monotonic() + gw.settings.server.upstream_timeout_s
-    meta = {"team": rec.team, "key_id": rec.key_id, "user": rec.user}
+    meta = {"team": rec.team, "key_id": rec.key_id, "user": rec.user, "session": rec.session}
     secrets = (key, adapter.config.api_key or "")
     assert rec.provider is not None
     opened = await gw.upstream.open(rec.provider, adapter, call, deadline, secrets, meta)

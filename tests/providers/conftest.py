@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway, launch_gateway
-
 from tests.fakes.cohere_fake import FakeCohere
 from tests.fakes.gemini_fake import FakeGemini
 from tests.fakes.jina_fake import FakeJina

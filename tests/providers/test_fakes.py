@@ -117,7 +117,8 @@ def test_cohere_fake_streams_tool_calls_via_sdk(fake_cohere: FakeCohere) -> None
 
 
 def test_workers_ai_fake_speaks_the_v4_envelope(fake_workers_ai: FakeWorkersAI) -> None:
-    url = f"{fake_workers_ai.url}/accounts/{fake_workers_ai.ACCOUNT}/ai/run/@cf/meta/llama-3.1-8b-instruct"
+    model = "@cf/meta/llama-3.1-8b-instruct"
+    url = f"{fake_workers_ai.url}/accounts/{fake_workers_ai.ACCOUNT}/ai/run/{model}"
     auth = {"Authorization": "Bearer cf-token"}
     r = httpx.post(url, json={"messages": [{"role": "user", "content": "hi"}]}, headers=auth)
     body = r.json()

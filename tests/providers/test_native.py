@@ -177,7 +177,7 @@ def test_workers_ai_envelope_and_stream_pass_unchanged(
         seen["path"]
         == f"/client/v4/accounts/{FakeWorkersAI.ACCOUNT}/ai/run/@cf/meta/llama-3.1-8b-instruct"
     )
-    direct_url = f"{fake_workers_ai.url}/accounts/{FakeWorkersAI.ACCOUNT}/ai/run/@cf/meta/llama-3.1-8b-instruct"
+    direct_url = fake_workers_ai.url + seen["path"].removeprefix("/client/v4")
     stream_body = {**body, "stream": True}
     via_gateway = httpx.post(url, json=stream_body, headers=AUTH)
     direct = httpx.post(direct_url, json=stream_body, headers={"Authorization": "Bearer x"})
