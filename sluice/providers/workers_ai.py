@@ -31,7 +31,6 @@ _SAME = (
     "seed",
     "frequency_penalty",
     "presence_penalty",
-    "response_format",
     "tools",
 )
 
@@ -48,12 +47,26 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's response_format → JSON mode, whose `json_schema` is the bare schema
+    (https://developers.cloudflare.com/workers-ai/features/json-mode/)."""
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+        return {"type": "json_schema", "json_schema": schema}
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
 def request_body(chat: ChatRequest) -> dict[str, Any]:
     """Canonical chat → a Workers AI text-generation input."""
     out: dict[str, Any] = {"messages": _messages(c.messages_of(chat))}
     out.update({k: chat.body[k] for k in _SAME if chat.body.get(k) is not None})
     if c.max_tokens(chat.body):
         out["max_tokens"] = c.max_tokens(chat.body)
+    fmt = _response_format(chat.body.get("response_format") or {})
+    if fmt:
+        out["response_format"] = fmt
     if chat.stream:
         out["stream"] = True
     return out
