@@ -145,7 +145,8 @@ class Upstream:
         """The URL for `call`: the provider's base URL, or the AI Gateway's provider path
         with its token and metadata headers (seed 003;
         https://developers.cloudflare.com/ai-gateway/configuration/authentication/ and
-        https://developers.cloudflare.com/ai-gateway/configuration/custom-metadata/)."""
+        https://developers.cloudflare.com/ai-gateway/observability/custom-metadata/ , which
+        keeps at most five string/number/boolean entries)."""
         gw = self.ai_gateway
         path = adapter.ai_gateway_path(call.path) if gw is not None else None
         if gw is None or path is None:

@@ -59,6 +59,37 @@ def _e2e_rows() -> list[tuple[str, set[str]]]:
     ]
 
 
+def _e2e_and_native(kinds: list[str]) -> list[str]:
+    """The end-to-end table, the native prefixes and the AI Gateway paths."""
+    e2e_kinds = ["openai", *kinds]
+    lines = [
+        "",
+        "## End to end (openai SDK → gateway → fake provider over HTTP)",
+        "",
+        "| test | " + " | ".join(e2e_kinds) + " |",
+        "|---|" + "---|" * len(e2e_kinds),
+    ]
+    for title, covered in _e2e_rows():
+        cells = " | ".join("✓" if k in covered else "—" for k in e2e_kinds)
+        lines.append(f"| {title} | {cells} |")
+    lines += [
+        "",
+        "## Native pass-through and AI Gateway",
+        "",
+        "Native prefixes (provider's own wire format, SPEC §4): "
+        + ", ".join(f"`/{p}/`" for p in PREFIXES)
+        + ".",
+        "",
+        "Cloudflare AI Gateway provider paths used when `AI_GATEWAY_URL` is set (only for a",
+        "provider on its default base URL):",
+        "",
+    ]
+    for kind in registry.kinds():
+        for base, slug in registry.get(kind).ai_gateway_slugs.items():
+            lines.append(f"- `{kind}` at `{base}` → `{{AI_GATEWAY_URL}}/{slug}/...`")
+    return lines
+
+
 def render() -> str:
     """The whole Markdown page."""
     kinds = _kinds()
@@ -81,33 +112,7 @@ def render() -> str:
     for feature in sorted(features):
         cells = ["✓" if k in features[feature] else "—" for k in kinds]
         lines.append(f"| {feature} | " + " | ".join(cells) + " |")
-    e2e_kinds = ["openai", *kinds]
-    lines += [
-        "",
-        "## End to end (openai SDK → gateway → fake provider over HTTP)",
-        "",
-        "| test | " + " | ".join(e2e_kinds) + " |",
-        "|---|" + "---|" * len(e2e_kinds),
-    ]
-    for title, covered in _e2e_rows():
-        lines.append(
-            f"| {title} | " + " | ".join("✓" if k in covered else "—" for k in e2e_kinds) + " |"
-        )
-    lines += [
-        "",
-        "## Native pass-through and AI Gateway",
-        "",
-        "Native prefixes (provider's own wire format, SPEC §4): "
-        + ", ".join(f"`/{p}/`" for p in PREFIXES)
-        + ".",
-        "",
-        "Cloudflare AI Gateway provider paths used when `AI_GATEWAY_URL` is set (only for a",
-        "provider on its default base URL):",
-        "",
-    ]
-    for kind in registry.kinds():
-        for base, slug in registry.get(kind).ai_gateway_slugs.items():
-            lines.append(f"- `{kind}` at `{base}` → `{{AI_GATEWAY_URL}}/{slug}/...`")
+    lines += _e2e_and_native(kinds)
     lines += ["", "## Cases behind each row", ""]
     for feature in sorted(features):
         ids = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(features[feature].items()))

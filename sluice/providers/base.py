@@ -84,7 +84,7 @@ class Adapter:
     completions: ClassVar[bool] = False  # speaks legacy /completions itself (else via chat)
     native_prefix: ClassVar[str | None] = None  # `/{prefix}/...` passes through (SPEC §4)
     # Cloudflare AI Gateway provider slug for each default base URL this kind can use:
-    # https://developers.cloudflare.com/ai-gateway/usage/providers/
+    # e.g. https://developers.cloudflare.com/ai-gateway/providers/google-ai-studio/
     ai_gateway_slugs: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: ProviderConfig) -> None:

@@ -4,7 +4,8 @@ Chat: https://docs.cohere.com/reference/chat — messages are OpenAI-like, but t
 `message.content` is a list of parts, sampling uses `p`, and stop words are `stop_sequences`.
 Streaming: https://docs.cohere.com/reference/chat-stream — typed SSE events
 (`message-start`, `content-delta`, `tool-call-start`, `tool-call-delta`, `message-end`);
-`message-end` carries the finish reason and usage, and is the normal end of a stream.
+`message-end` carries the finish reason and usage, and is the normal end of a stream
+unless it carries an `error` (finish reason ERROR).
 Embed: https://docs.cohere.com/reference/embed
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from sluice import sse
+from sluice.errors import GatewayError
 from sluice.providers import canonical as c
 from sluice.providers.base import Adapter, EnvProvider, StreamMeter, UpstreamCall, Usage
 from sluice.schema import ChatRequest, EmbeddingsRequest
@@ -160,8 +162,12 @@ class CohereAdapter(Adapter):
                 idx = ours.get(int(obj.get("index") or 0), 0)
                 yield out.tool_delta(idx, None, None, str(args or ""))
             elif kind == "message-end":
-                meter.finish_reason = _FINISH.get(str(delta.get("finish_reason")), "stop")
                 meter.usage = usage_of(delta.get("usage"))
+                if delta.get("error") or delta.get("finish_reason") == "ERROR":
+                    # An in-band failure is not a normal end: no [DONE] (SPEC §6).
+                    message = str(delta.get("error") or "the upstream generation failed")
+                    raise GatewayError("EXTERNAL_SERVICE_ERROR", message)
+                meter.finish_reason = _FINISH.get(str(delta.get("finish_reason")), "stop")
                 meter.done = True
                 yield out.delta({}, meter.finish_reason) + out.end(meter.usage)
 

@@ -49,7 +49,7 @@ def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
     """OpenAI's response_format → JSON mode, whose `json_schema` is the bare schema
-    (https://developers.cloudflare.com/workers-ai/features/json-mode/)."""
+    (https://developers.cloudflare.com/workers-ai/json-mode/)."""
     if fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
         return {"type": "json_schema", "json_schema": schema}

@@ -1,7 +1,7 @@
 """Cloudflare AI Gateway as the upstream (seed 003): with AI_GATEWAY_URL set, calls go to
 `{AI_GATEWAY_URL}/{provider}/...` with `cf-aig-authorization` and `cf-aig-metadata`
-(https://developers.cloudflare.com/ai-gateway/usage/providers/ ,
-https://developers.cloudflare.com/ai-gateway/configuration/custom-metadata/)."""
+(https://developers.cloudflare.com/ai-gateway/providers/google-ai-studio/ ,
+https://developers.cloudflare.com/ai-gateway/observability/custom-metadata/)."""
 
 from __future__ import annotations
 

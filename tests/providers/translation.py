@@ -6,7 +6,8 @@ in docs/providers.md (tests/providers_matrix.py). Case shapes, by file:
 - chat_response: {"upstream": body, "openai": {"choices": [...], "usage": {...}}, "legacy"?: bool}
 - chat_stream:   {"request"?: body, "sse": [event text, ...], "chunks": [choices or usage, ...],
                   "done": bool}  (`chunks` lists each emitted event's `choices`, or
-                  {"usage": ...} for a usage chunk; "[DONE]" for the terminator)
+                  {"usage": ...} for a usage chunk, "[DONE]" for the terminator, and
+                  {"error": message} last when the translator ends the stream with an error)
 - embeddings:    {"openai": body, "upstream": body, "response": body, "expected": body}
 - errors:        {"body": provider error body, "message": str}
 """
@@ -23,6 +24,7 @@ import orjson
 
 from sluice import schema
 from sluice.config import ProviderConfig
+from sluice.errors import GatewayError
 from sluice.providers import canonical, registry
 from sluice.providers.base import Adapter, StreamMeter
 
@@ -105,11 +107,20 @@ def run_stream(kind: str, case: dict[str, Any]) -> tuple[list[Any], StreamMeter]
     req = chat(body, case.get("legacy", False))
     meter = StreamMeter()
 
-    async def collect() -> bytes:
-        src = _pieces("".join(case["sse"]).encode(), 7)
-        return b"".join([p async for p in adapter(kind).chat_stream(src, req, "m", meter)])
+    error: str | None = None
+    parts: list[bytes] = []
 
-    raw = asyncio.run(collect())
+    async def collect_until_error() -> None:
+        nonlocal error
+        src = _pieces("".join(case["sse"]).encode(), 7)
+        try:
+            async for piece in adapter(kind).chat_stream(src, req, "m", meter):
+                parts.append(piece)
+        except GatewayError as exc:
+            error = exc.message
+
+    asyncio.run(collect_until_error())
+    raw = b"".join(parts)
     events: list[Any] = []
     for block in raw.split(b"\n\n"):
         if not block:
@@ -122,6 +133,8 @@ def run_stream(kind: str, case: dict[str, Any]) -> tuple[list[Any], StreamMeter]
         obj = orjson.loads(data)
         assert obj["model"] == "m"
         events.append({"usage": obj["usage"]} if "usage" in obj else obj["choices"])
+    if error is not None:  # the translator raised: the pipeline then sends one error event
+        events.append({"error": error})
     return events, meter
 
 
