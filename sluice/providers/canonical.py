@@ -204,14 +204,16 @@ class Chunks:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return self._event([choice])
 
-    def tool_delta(self, index: int, call_id: str | None, name: str | None, args: str) -> bytes:
+    def tool_delta(
+        self, index: int, call_id: str | None, name: str | None, args: str, choice: int = 0
+    ) -> bytes:
         """A tool-call delta: the first one of a call carries id and name, later ones only
         argument text (https://platform.openai.com/docs/guides/function-calling#streaming)."""
         call: dict[str, Any] = {"index": index, "function": {"arguments": args}}
         if call_id is not None:
             call.update(id=call_id, type="function")
             call["function"]["name"] = name
-        return b"" if self.legacy else self.delta({"tool_calls": [call]})
+        return b"" if self.legacy else self.delta({"tool_calls": [call]}, index=choice)
 
     def end(self, usage: Usage | None) -> bytes:
         """The usage chunk (when the client asked for it) and `[DONE]`."""
@@ -240,9 +242,18 @@ def text_inputs(inputs: list[Any]) -> list[str]:
     return [str(x) for x in inputs]
 
 
-def unsupported(provider_kind: str, what: str) -> GatewayError:
+def one_choice(provider_kind: str, body: dict[str, Any]) -> None:
+    """A 400 for `n` > 1 where the provider returns a single choice (better than silently
+    answering fewer choices than asked)."""
+    if (body.get("n") or 1) > 1:
+        raise unsupported(provider_kind, "n > 1 (several choices)", "n")
+
+
+def unsupported(provider_kind: str, what: str, param: str | None = None) -> GatewayError:
     """A 400 for a feature this provider's API does not offer."""
-    return GatewayError("VALIDATION_ERROR", f"{provider_kind} upstreams do not support {what}")
+    return GatewayError(
+        "VALIDATION_ERROR", f"{provider_kind} upstreams do not support {what}", param=param
+    )
 
 
 def loads(data: bytes) -> dict[str, Any]:

@@ -113,6 +113,7 @@ class CohereAdapter(Adapter):
     ai_gateway_slugs = {"https://api.cohere.com": "cohere", "https://api.cohere.ai": "cohere"}
 
     def chat_request(self, chat: ChatRequest, upstream_model: str, api_key: str) -> UpstreamCall:
+        c.one_choice("cohere", chat.body)
         body = orjson.dumps(request_body(chat, upstream_model))
         return UpstreamCall("POST", "/v2/chat", self.headers(api_key), body, chat.stream)
 

@@ -217,29 +217,35 @@ class GeminiAdapter(Adapter):
         self, chunks: AsyncIterator[bytes], chat: ChatRequest, model: str, meter: StreamMeter
     ) -> AsyncIterator[bytes]:
         out = c.Chunks(chat, model)
-        started, finished, calls = False, False, 0
+        wanted = int(chat.body.get("n") or 1)  # candidateCount: one choice per candidate
+        calls: dict[int, int] = {}  # choice index → tool calls emitted so far
+        finished: set[int] = set()
         async for ev in sse.events(chunks):
             obj = orjson.loads(ev.data)
             meter.chunks += 1
             meter.usage = usage_of(obj.get("usageMetadata")) or meter.usage
-            piece = b"" if started else out.delta({"role": "assistant", "content": ""})
-            started = True
+            piece = b""
             for cand in obj.get("candidates") or ():
-                text, new_calls = _candidate(cand, calls)
+                i = int(cand.get("index") or 0)
+                if i not in calls:
+                    calls[i] = 0
+                    piece += out.delta({"role": "assistant", "content": ""}, index=i)
+                text, new_calls = _candidate(cand, calls[i])
                 if text:
                     meter.completion_chars += len(text)
-                    piece += out.delta({"content": text})
+                    piece += out.delta({"content": text}, index=i)
                 for call in new_calls:
                     fn = call["function"]
-                    piece += out.tool_delta(calls, call["id"], fn["name"], fn["arguments"])
-                    calls += 1
-                reason = finish_of(cand, calls > 0)
+                    piece += out.tool_delta(calls[i], call["id"], fn["name"], fn["arguments"], i)
+                    calls[i] += 1
+                reason = finish_of(cand, calls[i] > 0)
                 if reason:
-                    meter.finish_reason, finished = reason, True
-                    piece += out.delta({}, reason)
+                    meter.finish_reason = reason
+                    finished.add(i)
+                    piece += out.delta({}, reason, index=i)
             if piece:
                 yield piece
-        if finished:
+        if len(finished) >= wanted:  # the stream has no [DONE]: every candidate finished
             meter.done = True
             yield out.end(meter.usage)
 

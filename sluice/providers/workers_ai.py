@@ -113,6 +113,7 @@ class WorkersAIAdapter(Adapter):
         return f"/accounts/{self.config.account_id}/ai/run/{model}"
 
     def chat_request(self, chat: ChatRequest, upstream_model: str, api_key: str) -> UpstreamCall:
+        c.one_choice("workers_ai", chat.body)
         body = orjson.dumps(request_body(chat))
         return UpstreamCall(
             "POST", self._run(upstream_model), self.headers(api_key), body, chat.stream

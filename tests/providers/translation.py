@@ -3,6 +3,7 @@
 Each fixture file is a list of cases `{"id", "feature", ...}`; `feature` names the matrix row
 in docs/providers.md (tests/providers_matrix.py). Case shapes, by file:
 - chat_request:  {"openai": body, "legacy"?: bool, "upstream": body, "path"?: str, "query"?: {}}
+                 or {"openai": body, "error": message} for a clear 400
 - chat_response: {"upstream": body, "openai": {"choices": [...], "usage": {...}}, "legacy"?: bool}
 - chat_stream:   {"request"?: body, "sse": [event text, ...], "chunks": [choices or usage, ...],
                   "done": bool}  (`chunks` lists each emitted event's `choices`, or
@@ -60,6 +61,13 @@ def chat(body: dict[str, Any], legacy: bool = False) -> schema.ChatRequest:
 def check_request(kind: str, case: dict[str, Any]) -> None:
     """Canonical request → the provider's request body, path and query."""
     req = chat(case["openai"], case.get("legacy", False))
+    if "error" in case:  # a feature the provider lacks: a clear 400, never a silent drop
+        try:
+            adapter(kind).chat_request(req, case["openai"]["model"], "test-key")
+        except GatewayError as exc:
+            assert (exc.status, exc.message) == (400, case["error"])
+            return
+        raise AssertionError("expected a 400")
     call = adapter(kind).chat_request(req, case["openai"]["model"], "test-key")
     assert call.body is not None
     assert orjson.loads(call.body) == case["upstream"]
