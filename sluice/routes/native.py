@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from sluice import errors, sse, tokenizer
+from sluice import errors, schema, sse, tokenizer
 from sluice.asgi import ClientGone, Request, wait_disconnect
 from sluice.config import Price
 from sluice.errors import GatewayError
@@ -104,6 +104,7 @@ async def native(gw: Gateway, req: Request) -> None:
     name = provider_for(gw, prefix)
     adapter = gw.adapters[name]
     body = await req.body(gw.settings.server.max_request_bytes)
+    schema.refuse_upstream_fields(body)
     rec = new_record(req.request_id, req.method, req.path)
     rec.provider = name
     current = asyncio.current_task()

@@ -236,6 +236,13 @@ def test_auth_applies_and_errors_keep_status(native_gw: Gateway, fake_gemini: Fa
         ).status_code
         == 404
     )
+    # SPEC §6: the request never chooses the upstream, in native bodies and headers either.
+    sneaky = {**body, "generationConfig": {"base_url": "http://evil.example"}}
+    refused = httpx.post(url, json=sneaky, headers=AUTH)
+    assert refused.status_code == 400 and "generationConfig.base_url" in refused.text
+    redirected = httpx.post(url, json=body, headers={**AUTH, "X-Base-URL": "http://e"})
+    assert redirected.status_code == 400
+    assert len(fake_gemini.requests) == before + 1  # only the -400 call reached the provider
 
 
 @pytest.mark.skipif(not HAS_ANTHROPIC, reason="needs the anthropic adapter (branch `anthropic`)")
