@@ -126,9 +126,10 @@ async def native(gw: Gateway, req: Request) -> None:
         gw.usage.record(rec)
 
 
-async def _serve(
+def _prepare(
     gw: Gateway, req: Request, adapter: Adapter, rest: str, body: bytes, rec: UsageRecord
-) -> None:
+) -> tuple[UpstreamCall, str]:
+    """Authenticate, check the model, pick the key: the upstream call and that key."""
     principal = gw.auth.authenticate(req)
     rec.team, rec.key_id, rec.user, rec.session = (
         principal.team,
@@ -146,23 +147,40 @@ async def _serve(
         raise GatewayError("PROVIDER_UNAVAILABLE", f"provider {rec.provider!r} has no credentials")
     call = build_call(adapter, req, rest, body, key)
     rec.stream = call.stream
+    return call, key
+
+
+async def _serve(
+    gw: Gateway, req: Request, adapter: Adapter, rest: str, body: bytes, rec: UsageRecord
+) -> None:
+    call, key = _prepare(gw, req, adapter, rest, body, rec)
+    assert rec.provider is not None
     deadline = time.monotonic() + gw.settings.server.upstream_timeout_s
     meta = {"team": rec.team, "key_id": rec.key_id, "user": rec.user, "session": rec.session}
-    secrets = (key, adapter.config.api_key or "")
-    assert rec.provider is not None
-    opened = await gw.upstream.open(rec.provider, adapter, call, deadline, secrets, meta)
+    upstream_started = time.perf_counter()
+    opened = await gw.upstream.open(
+        rec.provider, adapter, call, deadline, (key, adapter.config.api_key or ""), meta
+    )
     rec.attempts += opened.attempts
     req.add_header("x-sluice-provider", rec.provider)
-    price = gw.prices.lookup(model or "", Target(rec.provider, model or ""))
+    price = gw.prices.lookup(rec.model or "", Target(rec.provider, rec.model or ""))
     ctype = opened.response.headers.get("content-type", "application/json")
     if "text/event-stream" in ctype:
         rec.stream = True
+        _overhead(req, rec, time.perf_counter() - upstream_started)
         await _relay(req, adapter, opened, ctype, rec, price)
         return
     data = await opened.read()
+    _overhead(req, rec, time.perf_counter() - upstream_started)
     rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
     rec.set_usage(adapter.native_usage(data) or _estimate(body, len(data)), price)
     await req.respond(opened.response.status, data, [(b"content-type", ctype.encode("latin-1"))])
+
+
+def _overhead(req: Request, rec: UsageRecord, upstream_s: float) -> None:
+    """X-Sluice-Overhead-Ms (SPEC §5): the time the gateway added, the upstream's excluded."""
+    rec.overhead_ms = (time.perf_counter() - req.started - upstream_s) * 1000
+    req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
 
 
 async def _relay(

@@ -4,7 +4,8 @@ Shapes from https://ai.google.dev/api/generate-content and https://ai.google.dev
 errors as https://ai.google.dev/gemini-api/docs/troubleshooting shows them. Behaviour:
 - declared functions and a user turn last → two parallel functionCall parts;
 - `responseMimeType: application/json` → a JSON text answer;
-- a model ending in `-thinking` reports thoughtsTokenCount; `-400` answers 400.
+- a model ending in `-thinking` reports thoughtsTokenCount; `-400` answers 400;
+  `-slow` streams forty events 0.1 s apart (for client-disconnect tests).
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ class FakeGemini(FakeServer):
         if request.query.get("alt") != "sse":
             return _error(400, "this fake only streams with alt=sse", "INVALID_ARGUMENT")
         parts = self._parts(body)
+        slow = model.endswith("-slow")
         if "text" in parts[0]:
-            pieces = parts[0]["text"].split(" ")
+            pieces = parts[0]["text"].split(" ") * (10 if slow else 1)
             parts = [{"text": w if i == 0 else " " + w} for i, w in enumerate(pieces)]
         events = []
         for i, part in enumerate(parts):
@@ -124,4 +126,4 @@ class FakeGemini(FakeServer):
                 "responseId": "fake-gemini-response",
             }
             events.append(b"data: " + orjson.dumps(chunk) + b"\r\n\r\n")
-        return await self.sse(request, events)
+        return await self.sse(request, events, 0.1 if slow else 0.0)

@@ -50,13 +50,15 @@ class FakeServer:
         return web.Response(status=status, body=orjson.dumps(obj), content_type="application/json")
 
     @staticmethod
-    async def sse(request: web.Request, events: list[bytes]) -> web.StreamResponse:
+    async def sse(
+        request: web.Request, events: list[bytes], delay: float = 0.0
+    ) -> web.StreamResponse:
         """Send pre-encoded SSE events one write at a time, as a real server would."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for ev in events:
             await resp.write(ev)
-            await asyncio.sleep(0)
+            await asyncio.sleep(delay)
         await resp.write_eof()
         return resp
 

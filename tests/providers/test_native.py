@@ -245,6 +245,18 @@ def test_auth_applies_and_errors_keep_status(native_gw: Gateway, fake_gemini: Fa
     assert len(fake_gemini.requests) == before + 1  # only the -400 call reached the provider
 
 
+def test_client_disconnect_mid_stream_is_recorded(native_gw: Gateway) -> None:
+    """SPEC §6: a client that leaves cancels the upstream and still gets a usage record."""
+    url = native_gw.url + "/gemini/v1beta/models/gemini-2.0-flash-slow:streamGenerateContent"
+    body = {"contents": [{"parts": [{"text": "count slowly"}]}]}
+    with httpx.stream("POST", url, params={"alt": "sse"}, json=body, headers=AUTH) as r:
+        assert r.status_code == 200 and float(r.headers["x-sluice-overhead-ms"]) >= 0
+        next(r.iter_raw())  # the first event arrives, then the client leaves
+    rec = _audit_for(native_gw, "/gemini/v1beta/models/gemini-2.0-flash-slow")
+    assert rec["status"] == 499 and rec["error_code"] == "CLIENT_DISCONNECTED"
+    assert rec["stream"] is True and rec["latency_ms"] < 3000  # well before the 4 s stream ends
+
+
 @pytest.mark.skipif(not HAS_ANTHROPIC, reason="needs the anthropic adapter (branch `anthropic`)")
 def test_anthropic_sdk_through_anthropic_prefix(
     native_gw: Gateway, mini_anthropic: MiniAnthropic
