@@ -21,6 +21,7 @@ from sluice.providers import registry
 from sluice.providers.base import Adapter
 from sluice.redact import scrub
 from sluice.routes import Route
+from sluice.routes import anthropic as anthropic_routes
 from sluice.routes import native as native_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
@@ -69,7 +70,12 @@ class Gateway:
 
 
 def _all_routes() -> list[Route]:
-    return [*openai_routes.ROUTES, *ops_routes.ROUTES, *native_routes.ROUTES]
+    return [
+        *openai_routes.ROUTES,
+        *anthropic_routes.ROUTES,
+        *ops_routes.ROUTES,
+        *native_routes.ROUTES,
+    ]
 
 
 class App:

@@ -22,8 +22,18 @@ OUT = ROOT / "docs" / "providers.md"
 FILES = ("chat_request", "chat_response", "chat_stream", "embeddings", "errors")
 
 
+def _fixture_dirs() -> list[Path]:
+    return sorted(p for p in FIXTURES.iterdir() if p.is_dir() and p.name in registry.kinds())
+
+
 def _kinds() -> list[str]:
-    return sorted(p.name for p in FIXTURES.iterdir() if p.is_dir() and p.name in registry.kinds())
+    """Kinds whose fixtures use translation.py's files (and so carry `feature` tags)."""
+    return [p.name for p in _fixture_dirs() if any((p / f"{n}.json").exists() for n in FILES)]
+
+
+def _other_kinds() -> list[str]:
+    """Kinds tested from fixtures in their own format (not rows of this matrix yet)."""
+    return [p.name for p in _fixture_dirs() if p.name not in _kinds()]
 
 
 def _features() -> dict[str, dict[str, list[str]]]:
@@ -103,6 +113,15 @@ def render() -> str:
         "— = not translated (the provider's API lacks it, or no test claims it yet).",
         "Kind `openai` (OpenAI, OpenRouter, vLLM, ...) is the canonical format: requests and",
         "answers pass through untranslated, so every OpenAI feature reaches it as sent.",
+        *(
+            [
+                "Tested from fixtures in their own format, not yet rows here: "
+                + ", ".join(f"`{k}` (tests/providers/test_{k}.py)" for k in _other_kinds())
+                + "."
+            ]
+            if _other_kinds()
+            else []
+        ),
         "",
         "## Translation (table-driven, no network)",
         "",

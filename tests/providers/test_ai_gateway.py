@@ -61,6 +61,21 @@ class FakeAIGateway(FakeServer):
                 "usage": {"prompt_tokens": 2, "completion_tokens": 4},
             }
             return self.json({"result": result, "success": True, "errors": [], "messages": []})
+        if rest == "anthropic/v1/messages":
+            usage = {"input_tokens": 3, "output_tokens": 4}
+            content = [{"type": "text", "text": "via gateway (anthropic)"}]
+            return self.json(
+                {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-x",
+                    "content": content,
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": usage,
+                }
+            )
         if rest.startswith("google-ai-studio/v1beta/models/"):
             cand = {
                 "content": {"parts": [{"text": "via gateway (gemini)"}], "role": "model"},
@@ -93,11 +108,13 @@ def _config() -> dict[str, Any]:
                 "account_id": ACCOUNT,
             },
             "gemini": {"kind": "gemini", "api_key": "AIza-gemini-behind-gateway-0001"},
+            "anthropic": {"kind": "anthropic", "api_key": "sk-ant-behind-gateway-0001"},
         },
         "models": [
             {"match": "gpt-*", "provider": "openai"},
             {"match": "@cf/*", "provider": "cloudflare"},
             {"match": "*gemini*", "provider": "gemini"},
+            {"match": "claude-*", "provider": "anthropic"},
         ],
     }
 
@@ -123,8 +140,14 @@ def _config() -> dict[str, Any]:
             ("x-goog-api-key", "AIza-gemini-behind-gateway-0001"),
             "gemini",
         ),
+        (
+            "claude-sonnet-4-5",
+            "anthropic/v1/messages",
+            ("x-api-key", "sk-ant-behind-gateway-0001"),
+            "anthropic",
+        ),
     ],
-    ids=["openai", "workers-ai", "google-ai-studio"],
+    ids=["openai", "workers-ai", "google-ai-studio", "anthropic"],
 )
 def test_routed_calls_go_through_the_ai_gateway(
     start_gateway: Any,
