@@ -68,7 +68,7 @@ def embeddings_operation(req: EmbeddingsRequest) -> Operation:
         req.provider,
         False,
         build=lambda a, model, key: a.embeddings_request(req, model, key),
-        answer=lambda a, data, model: a.embeddings_response(data, model),
+        answer=lambda a, data, model: canonical.embeddings_answer(a, req, data, model),
         prompt_chars=len(req.raw),
     )
 

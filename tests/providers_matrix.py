@@ -65,6 +65,7 @@ def _e2e_rows() -> list[tuple[str, set[str]]]:
         ("streamed chat via the openai SDK", of(e2e.CHAT)),
         ("parallel tool calls streamed + tool round trip", of(e2e.TOOL_CHAT)),
         ("embeddings via the openai SDK", of(e2e.EMBED)),
+        ("embeddings as base64 when asked", of(e2e.EMBED[:4])),
         ("legacy completions via the openai SDK", of(e2e.TOOL_CHAT)),
     ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import struct
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ import orjson
 from sluice import sse
 from sluice.errors import GatewayError, validation
 from sluice.providers.base import Adapter, Usage
-from sluice.schema import ChatRequest
+from sluice.schema import ChatRequest, EmbeddingsRequest
 
 
 def new_id(prefix: str = "chatcmpl") -> str:
@@ -233,6 +234,24 @@ def embeddings(vectors: list[Any], model: str, usage: Usage | None) -> bytes:
         "usage": {"prompt_tokens": u.prompt_tokens, "total_tokens": u.prompt_tokens},
     }
     return orjson.dumps(obj)
+
+
+def embeddings_answer(
+    adapter: Adapter, req: EmbeddingsRequest, data: bytes, model: str
+) -> tuple[bytes, Usage | None]:
+    """An adapter's embeddings answer, with vectors as base64 float32 when the caller asked
+    (the openai SDKs ask by default:
+    https://platform.openai.com/docs/api-reference/embeddings/create#embeddings-create-encoding_format)."""
+    body, usage = adapter.embeddings_response(data, model)
+    if req.body.get("encoding_format") != "base64" or b'"embedding":[' not in body:
+        return body, usage  # floats not asked for as base64, or already encoded upstream
+    obj = loads(body)
+    for item in obj.get("data") or ():
+        vector = item.get("embedding")
+        if isinstance(vector, list):
+            packed = struct.pack(f"<{len(vector)}f", *vector)
+            item["embedding"] = base64.b64encode(packed).decode()
+    return orjson.dumps(obj), usage
 
 
 def text_inputs(inputs: list[Any]) -> list[str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -118,6 +121,18 @@ def test_embeddings(gateway: Gateway, provider: str, model: str) -> None:
     r = raw.parse()
     assert [d.index for d in r.data] == [0, 1]
     assert all(len(d.embedding) >= 3 for d in r.data)
+
+
+@pytest.mark.parametrize(("provider", "model"), EMBED[:4], ids=[e[0] for e in EMBED[:4]])
+def test_embeddings_base64_when_asked(gateway: Gateway, provider: str, model: str) -> None:
+    body = {"model": model, "input": ["hello world"], "encoding_format": "base64"}
+    b64 = httpx.post(gateway.url + "/v1/embeddings", json=body).json()["data"][0]["embedding"]
+    floats = httpx.post(
+        gateway.url + "/v1/embeddings", json={**body, "encoding_format": "float"}
+    ).json()["data"][0]["embedding"]
+    raw = base64.b64decode(b64)
+    decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
+    assert decoded == pytest.approx(floats, rel=1e-6)
 
 
 @pytest.mark.parametrize(("provider", "model", "answer"), TOOL_CHAT, ids=[c[0] for c in TOOL_CHAT])
