@@ -107,9 +107,12 @@ class Upstream:
     ) -> Opened:
         """Send `call`, retrying per SPEC §6 until a 2xx, a final error, or the deadline.
 
-        `metadata` (team, key id, user) rides to a Cloudflare AI Gateway when one is in use.
+        `metadata` (team, key id, user, session) rides to a Cloudflare AI Gateway when one
+        is in use; its token is scrubbed from error messages like the provider key.
         """
         url, call = self.address(adapter, call, metadata)
+        if self.ai_gateway is not None and self.ai_gateway.token:
+            secrets = (*secrets, self.ai_gateway.token)
         retries = max(0, adapter.config.max_retries)
         attempt = 0
         while True:
