@@ -19,8 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import orjson
+
 from sluice import budgets, tokenizer
 from sluice.errors import GatewayError
+from sluice.routing import Target
 from sluice.state import Admission, Counter, State
 
 if TYPE_CHECKING:
@@ -51,6 +54,25 @@ def duration(ms: int) -> str:
         return f"{max(ms, 0)}ms"
     s = math.ceil(ms / 1000)
     return f"{s}s" if s < 60 else f"{s // 60}m{s % 60}s"
+
+
+def native_max_tokens(body: bytes) -> int:
+    """The output cap a native body asks for (OpenAI, Anthropic, Gemini names), else the default."""
+    try:
+        obj = orjson.loads(body) if body[:1] == b"{" else None
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict):
+        gen = obj.get("generationConfig")
+        for value in (
+            obj.get("max_completion_tokens"),
+            obj.get("max_tokens"),
+            obj.get("max_output_tokens"),
+            gen.get("maxOutputTokens") if isinstance(gen, dict) else None,
+        ):
+            if isinstance(value, int) and value > 0:
+                return value
+    return budgets.DEFAULT_MAX_TOKENS
 
 
 def identity(scope: str, principal: Principal, req: Request, model: str) -> str | None:
@@ -252,25 +274,48 @@ class Traffic:
         if not (self.limit_rules or self.budget_rules or principal.limits):
             return None
         out = (op.chat.max_tokens or budgets.DEFAULT_MAX_TOKENS) if op.chat is not None else 0
-        tokens = tokenizer.estimate_chars(op.prompt_chars) + out
-        limits = self._limits(req, principal, plan.model, tokens)
-        rules = self._budget_rules(req, principal)
+        prompt = tokenizer.estimate_chars(op.prompt_chars)
+        prices = [self.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
+        return await self.reserve(req, principal, plan.model, prices, prompt, out)
+
+    async def admit_native(
+        self, req: Request, principal: Principal, provider: str, model: str | None, body: bytes
+    ) -> Ticket | None:
+        """Admission for a native pass-through request; without a model nothing is spent,
+        so only rpm and concurrent limits apply."""
+        if not (self.limit_rules or self.budget_rules or principal.limits):
+            return None
+        out = native_max_tokens(body) if model else 0
+        prompt = tokenizer.estimate_chars(len(body))
+        prices = [self.prices.lookup(model, Target(provider, model))] if model else []
+        return await self.reserve(req, principal, model or "", prices, prompt, out)
+
+    async def reserve(
+        self,
+        req: Request,
+        principal: Principal,
+        model: str,
+        prices: list[Price | None],
+        prompt: int,
+        out: int,
+    ) -> Ticket | None:
+        """Reserve `prompt` + `out` tokens and their worst cost at `prices` on every rule."""
+        tokens = prompt + out
+        limits = self._limits(req, principal, model, tokens)
+        rules = self._budget_rules(req, principal) if model else {}
         if not limits and not rules:
             return None
         price, nano, checks = None, 0, []
         if rules:
-            targets = plan.targets
-            price = budgets.worst_price(
-                [self.prices.lookup(plan.model, t, plan.entry) for t in targets]
-            )
+            price = budgets.worst_price(prices)
             if price is None:
                 raise GatewayError(
                     "FORBIDDEN",
-                    f"model {plan.model!r} has no known price, so it cannot be used under a "
+                    f"model {model!r} has no known price, so it cannot be used under a "
                     "budget (configure models[].price)",
                     param="model",
                 )
-            nano = budgets.nano_cost(tokens - out, out, price)
+            nano = budgets.nano_cost(prompt, out, price)
             now = budgets.utcnow()
             checks = [
                 budgets.budget_check(s, i, usd, k, nano, now) for (s, i, k), usd in rules.items()

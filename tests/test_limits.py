@@ -175,3 +175,27 @@ def test_no_limits_no_headers(
     r = httpx.post(gw.url + "/v1/chat/completions", json=chat_body())
     assert r.status_code == 200
     assert not any(h.startswith("x-ratelimit") for h in r.headers)
+
+
+def test_native_pass_through_is_limited_and_budgeted(
+    fake_openai: FakeOpenAI, start_gateway: Callable[..., Gateway]
+) -> None:
+    """SPEC §4: native routes get limits too; tokens and spend settle from the native usage."""
+    cfg = _config(fake_openai, [{"scope": "key", "rpm": 3, "tpm": 5000}])
+    cfg["budgets"] = [{"scope": "key", "usd": 1, "period": "day"}]
+    gw = start_gateway(cfg)
+    fresh_window()
+    url = gw.url + "/openai/v1/chat/completions"
+    body = chat_body("gpt-4o-mini", max_tokens=20)
+    with httpx.Client(headers=auth(TOKEN_A), timeout=30) as c:
+        first = c.post(url, json=body)
+        assert first.status_code == 200, first.text
+        assert first.headers["x-ratelimit-remaining-requests"] == "2"
+        raw_len = len(httpx.Request("POST", url, json=body).content)
+        assert first.headers["x-ratelimit-remaining-tokens"] == str(5000 - (raw_len + 3) // 4 - 20)
+        time.sleep(0.2)
+        check = c.get(gw.url + "/v1/route-check", params={"model": "gpt-4o-mini"}).json()
+        tpm = next(x for x in check["limits"] if x["kind"] == "tpm")
+        assert tpm["remaining"] == 5000 - (4 + 6)  # settled to the upstream's usage
+        assert 0 < check["budgets"][0]["spent_usd"] < 0.0001
+        assert [c.post(url, json=body).status_code for _ in range(3)] == [200, 200, 429]

@@ -53,7 +53,7 @@ def test_redis_down_falls_back_then_recovers(
         # Both instances announce themselves; with no `instances` hint that count is used.
         _wait(lambda: server.client().zcard(PFX + "instances") == 2)
         time.sleep(3.5)  # one heartbeat period: each instance has read the count since
-        fresh_window(margin_s=20)
+        fresh_window(margin_s=12)
         assert [_post(a).status_code for _ in range(3)] == [200] * 3
         assert _window_count(server) == 3
         server.stop()

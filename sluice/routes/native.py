@@ -32,6 +32,8 @@ from sluice.usage import UsageRecord, new_record
 
 if TYPE_CHECKING:
     from sluice.app import Gateway
+    from sluice.auth import Principal
+    from sluice.limits import Ticket
 
 PREFIXES = ("openai", "anthropic", "gemini", "cohere", "jina", "openrouter", "workers-ai")
 
@@ -110,8 +112,11 @@ async def native(gw: Gateway, req: Request) -> None:
     current = asyncio.current_task()
     watcher = asyncio.ensure_future(wait_disconnect(req.receive))
     watcher.add_done_callback(lambda f: current.cancel() if current and not f.cancelled() else None)
+    ticket: Ticket | None = None
     try:
-        await _serve(gw, req, adapter, "/" + rest, body, rec)
+        call, key, principal = _prepare(gw, req, adapter, "/" + rest, body, rec)
+        ticket = await gw.traffic.admit_native(req, principal, name, rec.model, body)  # limits
+        await _serve(gw, req, adapter, call, key, body, rec)
     except GatewayError as exc:
         rec.status, rec.error_code = exc.status, exc.code
         raise
@@ -122,14 +127,16 @@ async def native(gw: Gateway, req: Request) -> None:
         rec.status, rec.error_code = 499, "CLIENT_DISCONNECTED"
     finally:
         watcher.cancel()
+        if ticket is not None:
+            ticket.settle(rec)
         rec.latency_ms = (time.perf_counter() - req.started) * 1000
         gw.usage.record(rec)
 
 
 def _prepare(
     gw: Gateway, req: Request, adapter: Adapter, rest: str, body: bytes, rec: UsageRecord
-) -> tuple[UpstreamCall, str]:
-    """Authenticate, check the model, pick the key: the upstream call and that key."""
+) -> tuple[UpstreamCall, str, Principal]:
+    """Authenticate, check the model, pick the key: the upstream call, that key, the caller."""
     principal = gw.auth.authenticate(req)
     rec.team, rec.key_id, rec.user, rec.session = (
         principal.team,
@@ -147,13 +154,18 @@ def _prepare(
         raise GatewayError("PROVIDER_UNAVAILABLE", f"provider {rec.provider!r} has no credentials")
     call = build_call(adapter, req, rest, body, key)
     rec.stream = call.stream
-    return call, key
+    return call, key, principal
 
 
 async def _serve(
-    gw: Gateway, req: Request, adapter: Adapter, rest: str, body: bytes, rec: UsageRecord
+    gw: Gateway,
+    req: Request,
+    adapter: Adapter,
+    call: UpstreamCall,
+    key: str,
+    body: bytes,
+    rec: UsageRecord,
 ) -> None:
-    call, key = _prepare(gw, req, adapter, rest, body, rec)
     assert rec.provider is not None
     deadline = time.monotonic() + gw.settings.server.upstream_timeout_s
     meta = {"team": rec.team, "key_id": rec.key_id, "user": rec.user, "session": rec.session}
