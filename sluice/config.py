@@ -223,6 +223,25 @@ def _check(s: Settings) -> None:
                 )
         if s.auth.jwt.leeway_s > 60:
             raise ConfigError("auth.jwt.leeway_s: must be <= 60")
+    _check_traffic(s)
+
+
+def _check_traffic(s: Settings) -> None:
+    """Limits, budgets and cooldowns: a rule that limits nothing is a mistake worth naming."""
+    for i, r in enumerate(s.limits):
+        caps = {"rpm": r.rpm, "tpm": r.tpm, "concurrent": r.concurrent}
+        if all(v is None for v in caps.values()):
+            raise ConfigError(f"limits[{i}]: give at least one of rpm, tpm, concurrent")
+        for name, v in caps.items():
+            if v is not None and v < 1:
+                raise ConfigError(f"limits[{i}].{name}: must be >= 1")
+    for i, b in enumerate(s.budgets):
+        if b.usd <= 0:
+            raise ConfigError(f"budgets[{i}].usd: must be > 0")
+    if s.redis.instances is not None and s.redis.instances < 1:
+        raise ConfigError("redis.instances: must be >= 1")
+    if s.server.cooldown_failures < 1 or s.server.cooldown_s < 0:
+        raise ConfigError("server.cooldown_failures: must be >= 1 (cooldown_s >= 0)")
 
 
 def load_file(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:

@@ -199,3 +199,23 @@ def test_native_pass_through_is_limited_and_budgeted(
         assert tpm["remaining"] == 5000 - (4 + 6)  # settled to the upstream's usage
         assert 0 < check["budgets"][0]["spent_usd"] < 0.0001
         assert [c.post(url, json=body).status_code for _ in range(3)] == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ({"limits": [{"scope": "key"}]}, "limits[0]"),
+        ({"limits": [{"scope": "key", "rpm": 5}, {"scope": "team", "tpm": 0}]}, "limits[1].tpm"),
+        ({"limits": [{"scope": "planet", "rpm": 5}]}, "limits[0].scope"),
+        ({"budgets": [{"scope": "team", "usd": -1}]}, "budgets[0].usd"),
+        ({"budgets": [{"scope": "team", "usd": 5, "period": "year"}]}, "budgets[0].period"),
+        ({"redis": {"instances": 0}}, "redis.instances"),
+    ],
+    ids=["empty-rule", "zero-cap", "unknown-scope", "negative-budget", "bad-period", "instances"],
+)
+def test_traffic_config_errors_name_the_path(extra: dict[str, Any], path: str) -> None:
+    from sluice import config
+
+    with pytest.raises(config.ConfigError) as err:
+        config.from_mapping(extra)
+    assert str(err.value).startswith(path)
