@@ -89,10 +89,45 @@ async def admission(s: config.Settings, n: int, await_settle: bool) -> list[floa
         ticket = await traffic.admit(req, principal, plan, op)
         if ticket is not None:
             ticket.settle(rec)
-            pending = getattr(st, "_pending", None)
-            if await_settle and pending:
-                await asyncio.gather(*pending)
+            if await_settle:
+                await asyncio.sleep(0)  # the batched settlement is sent on the next iteration
+                await asyncio.gather(*getattr(st, "_pending", ()))
         times.append((time.perf_counter() - t) * 1e6)
+    await st.close()
+    return times
+
+
+async def admission_concurrent(s: config.Settings, n: int, width: int = 100) -> list[float]:
+    """Wall µs per request when `width` requests are admitted and settled at once."""
+    st = state.build(s.redis.url, s.redis.prefix, 1, 1000)
+    await st.start()
+    traffic = Traffic(s, st, Prices(s))
+    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
+    raw = orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hello " * 40}],
+        }
+    )
+    principal = Principal("key", team="team-1", key_id="key-1")
+
+    async def one() -> None:
+        rec = new_record("r", "POST", "/v1/chat/completions")
+        rec.prompt_tokens, rec.completion_tokens, rec.cost_usd = 60, 20, 0.00002
+        ticket = await traffic.admit(
+            request(), principal, plan, chat_operation(schema.parse_chat(raw))
+        )
+        if ticket is not None:
+            ticket.settle(rec)
+
+    times = []
+    for _ in range(max(1, n // width)):
+        t = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(width)))
+        await asyncio.sleep(0)
+        await asyncio.gather(*getattr(st, "_pending", ()))
+        times.append((time.perf_counter() - t) * 1e6 / width)
     await st.close()
     return times
 
@@ -159,6 +194,7 @@ async def main(redis_url: str | None, n: int) -> None:
         show(f"{label}: 4 limits + budget, admit+settle", await admission(on, n, False))
         if url:
             show(f"{label}: same, settle round trip awaited", await admission(on, n, True))
+        show(f"{label}: same, 100 at once (wall µs / request)", await admission_concurrent(on, n))
         show(f"{label}: cache hit, plain (lookup+replay)", await cache_hit(on, n, False))
         show(f"{label}: cache hit, stream (lookup+replay)", await cache_hit(on, n, True))
         if url:

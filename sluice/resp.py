@@ -5,9 +5,10 @@ the network (connection-pool checkout, command packing, response callbacks), whi
 of the Redis backend's budget per request. Here every request shares one connection:
 commands are written as they come and replies are matched to callers in order (Redis
 answers a connection's commands in order), so concurrent requests never wait for each other.
+Replies are parsed synchronously in `data_received` (no await per array element).
 
 A reply slower than `timeout_s` drops the connection and fails every waiting call, so a hung
-Redis costs at most that long before the caller falls back (SPEC §6).
+Redis costs at most about that long before the caller falls back (SPEC §6).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 
 class RespError(Exception):
     """An error reply from Redis (e.g. NOSCRIPT, WRONGTYPE)."""
+
+
+class _Incomplete(Exception):
+    pass
 
 
 def encode(args: tuple[Any, ...]) -> bytes:
@@ -32,25 +37,66 @@ def encode(args: tuple[Any, ...]) -> bytes:
     return b"".join(out)
 
 
-async def read_reply(reader: asyncio.StreamReader) -> Any:
-    """One reply; error replies come back as RespError values (raised by the caller)."""
-    line = await reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("Redis closed the connection")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else (await reader.readexactly(n + 2))[:-2]
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [await read_reply(reader) for _ in range(n)]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        return RespError(rest.decode(errors="replace"))
-    raise ConnectionError(f"unexpected reply from Redis: {line[:20]!r}")
+def parse(buf: bytearray, pos: int) -> tuple[Any, int]:
+    """One reply starting at `pos` and the position after it; _Incomplete if cut short.
+    Error replies come back as RespError values (the caller raises them)."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind, line, pos = buf[pos], bytes(buf[pos + 1 : end]), end + 2
+    if kind == 58:  # ':' integer
+        return int(line), pos
+    if kind == 36:  # '$' bulk string
+        n = int(line)
+        if n < 0:
+            return None, pos
+        if len(buf) < pos + n + 2:
+            raise _Incomplete
+        return bytes(buf[pos : pos + n]), pos + n + 2
+    if kind == 42:  # '*' array
+        n = int(line)
+        if n < 0:
+            return None, pos
+        items = []
+        for _ in range(n):
+            item, pos = parse(buf, pos)
+            items.append(item)
+        return items, pos
+    if kind == 43:  # '+' simple string
+        return line.decode(), pos
+    if kind == 45:  # '-' error
+        return RespError(line.decode(errors="replace")), pos
+    raise ConnectionError(f"unexpected reply from Redis: {bytes(buf[pos - 2 : pos + 18])!r}")
+
+
+class _Protocol(asyncio.Protocol):
+    """Feeds complete replies to the client in arrival order."""
+
+    def __init__(self, client: RespClient) -> None:
+        self.client = client
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        try:
+            while pos < len(buf):
+                reply, pos = parse(buf, pos)
+                self.client._deliver(reply)
+        except _Incomplete:
+            pass
+        except (ValueError, ConnectionError, IndexError) as exc:
+            self.client._drop(self, ConnectionError(f"bad reply from Redis: {exc}"))
+            return
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._drop(self, ConnectionError("Redis connection lost"))
 
 
 class RespClient:
@@ -64,86 +110,82 @@ class RespClient:
         self.password = unquote(u.password) if u.password else None
         self.db = int(u.path.strip("/") or 0)
         self.timeout_s = timeout_s
-        self._writer: asyncio.StreamWriter | None = None
+        self._proto: _Protocol | None = None
         self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._watch: asyncio.Task[None] | None = None
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> _Protocol:
         async with self._lock:
-            if self._writer is not None:
-                return self._writer
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=self.ssl or None), self.timeout_s
+            if self._proto is not None:
+                return self._proto
+            loop = asyncio.get_running_loop()
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Protocol(self), self.host, self.port, ssl=self.ssl or None
+                ),
+                self.timeout_s,
             )
             # AUTH and SELECT are written before any caller can see the connection, so every
             # later command runs after them.
             setup: list[tuple[Any, ...]] = []
             if self.password:
-                setup.append(
-                    ("AUTH", self.username, self.password)
-                    if self.username
-                    else ("AUTH", self.password)
-                )
+                user = (self.username,) if self.username else ()
+                setup.append(("AUTH", *user, self.password))
             if self.db:
                 setup.append(("SELECT", self.db))
-            waits = [self._send(writer, cmd) for cmd in setup]
-            self._writer = writer
-            self._tasks = [
-                asyncio.ensure_future(self._read_loop(reader, writer)),
-                asyncio.ensure_future(self._watchdog(writer)),
-            ]
+            waits = [self._send(proto, cmd) for cmd in setup]
+            self._proto = proto
+            self._watch = asyncio.ensure_future(self._watchdog(proto))
             for fut in waits:
                 if isinstance(await fut, RespError):
-                    self._drop(writer, ConnectionError("Redis refused AUTH/SELECT"))
+                    self._drop(proto, ConnectionError("Redis refused AUTH/SELECT"))
                     raise ConnectionError("Redis refused AUTH/SELECT")
-            return writer
+            return proto
 
-    def _send(self, writer: asyncio.StreamWriter, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def _send(self, proto: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if proto.transport is None or proto.transport.is_closing():
+            fut.set_exception(ConnectionError("Redis connection is closed"))
+            return fut
         self._pending.append((fut, time.monotonic()))
-        writer.write(encode(args))
+        proto.transport.write(encode(args))
         return fut
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply; RespError for an error reply."""
-        reply = await self._send(self._writer or await self._connect(), args)
+        reply = await self._send(self._proto or await self._connect(), args)
         if isinstance(reply, RespError):
             raise reply
         return reply
 
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                reply = await read_reply(reader)
-                fut, _ = self._pending.popleft()
-                if not fut.done():
-                    fut.set_result(reply)
-        except (OSError, EOFError, ConnectionError, asyncio.IncompleteReadError, IndexError) as exc:
-            self._drop(writer, ConnectionError(f"Redis connection lost: {type(exc).__name__}"))
+    def _deliver(self, reply: Any) -> None:
+        if self._pending:
+            fut, _ = self._pending.popleft()
+            if not fut.done():
+                fut.set_result(reply)
 
-    async def _watchdog(self, writer: asyncio.StreamWriter) -> None:
+    async def _watchdog(self, proto: _Protocol) -> None:
         # A hung Redis must not hold requests: the oldest unanswered call bounds everyone's wait.
-        while self._writer is writer:
+        while self._proto is proto:
             await asyncio.sleep(self.timeout_s / 4)
             if self._pending and time.monotonic() - self._pending[0][1] > self.timeout_s:
-                self._drop(writer, TimeoutError("Redis did not answer in time"))
+                self._drop(proto, TimeoutError("Redis did not answer in time"))
 
-    def _drop(self, writer: asyncio.StreamWriter, exc: Exception) -> None:
-        if self._writer is not writer:
+    def _drop(self, proto: _Protocol, exc: Exception) -> None:
+        if self._proto is not proto:
             return
-        self._writer = None
-        writer.close()
+        self._proto = None
+        if proto.transport is not None:
+            proto.transport.abort()
         pending, self._pending = self._pending, deque()
         for fut, _ in pending:
             if not fut.done():
                 fut.set_exception(exc)
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+        if self._watch is not None and self._watch is not asyncio.current_task():
+            self._watch.cancel()
 
     async def close(self) -> None:
         """Close the connection (pending calls fail)."""
-        if self._writer is not None:
-            self._drop(self._writer, ConnectionError("client closed"))
+        if self._proto is not None:
+            self._drop(self._proto, ConnectionError("client closed"))

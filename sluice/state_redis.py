@@ -39,15 +39,22 @@ for i = 1, #KEYS do
 end
 local out = {1}
 for i = 1, #KEYS do
-  local v = redis.call('INCRBY', KEYS[i], ARGV[3*i-2])
+  local amount = tonumber(ARGV[3*i-2])
+  local v = redis.call('INCRBY', KEYS[i], amount)
   local ttl = tonumber(ARGV[3*i])
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[i], ttl, 'NX')
-  elseif ttl < 0 then
+  local left = -1
+  if ttl < 0 then
     redis.call('PEXPIRE', KEYS[i], -ttl)
+    left = -ttl
+  elseif ttl > 0 then
+    left = redis.call('PTTL', KEYS[i])
+    if left < 0 then
+      redis.call('PEXPIRE', KEYS[i], ttl)
+      left = ttl
+    end
   end
   out[#out+1] = v
-  out[#out+1] = redis.call('PTTL', KEYS[i])
+  out[#out+1] = left
 end
 return out
 """
@@ -110,6 +117,7 @@ class RedisState:
         self._adjust = Script(self.redis, _ADJUST)
         self._heartbeat_script = Script(self.redis, _HEARTBEAT)
         self._pending: set[asyncio.Task[None]] = set()
+        self._batch: dict[str, int] = {}
         self._loop_task: asyncio.Task[None] | None = None
 
     def _fail(self, exc: BaseException) -> None:
@@ -140,15 +148,27 @@ class RedisState:
         return self.local.reserve_now(counters, max(1, self.instances))
 
     def adjust(self, deltas: Sequence[tuple[str, int]], local: bool = False) -> None:
-        """See `State.adjust`: local reservations settle locally, others in a background task."""
+        """See `State.adjust`: local reservations settle locally, others in a background batch."""
         if local:
             self.local.adjust(deltas)
             return
         if self.down or not deltas:
             return  # the Redis reservation expires with its window or period
-        task = asyncio.ensure_future(self._send_adjust(deltas))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        batch = self._batch
+        if not batch:
+            # Every settlement of this loop iteration goes in one script call: under load
+            # that is one round trip for many requests.
+            asyncio.get_running_loop().call_soon(self._flush)
+        for key, delta in deltas:
+            batch[key] = batch.get(key, 0) + delta
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, {}
+        deltas = [(k, d) for k, d in batch.items() if d]
+        if deltas:
+            task = asyncio.ensure_future(self._send_adjust(deltas))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def _send_adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
         try:
@@ -228,6 +248,7 @@ class RedisState:
         """Stop the loop, let pending settlements finish, leave the heartbeat set."""
         if self._loop_task is not None:
             self._loop_task.cancel()
+        self._flush()
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=2)
         if not self.down:

@@ -169,3 +169,17 @@ async def test_principal_limits_apply_at_the_callers_key() -> None:
     )
     other = Principal("key", team="t1", key_id="k2")
     assert await traffic.admit(_request(), other, plan, chat_operation(schema.parse_chat(raw)))
+
+
+def test_resp_parser_handles_every_split_point() -> None:
+    """Replies arrive in arbitrary TCP pieces: a cut anywhere is 'incomplete', never wrong."""
+    from sluice.resp import RespError, _Incomplete, parse
+
+    wire = b"*4\r\n:1\r\n$3\r\na\r\n\r\n$-1\r\n*2\r\n+OK\r\n-NOSCRIPT x\r\n"
+    for cut in range(len(wire)):
+        with pytest.raises(_Incomplete):
+            parse(bytearray(wire[:cut]), 0)
+    value, end = parse(bytearray(wire), 0)
+    assert end == len(wire)
+    assert value[:3] == [1, b"a\r\n", None]
+    assert value[3][0] == "OK" and isinstance(value[3][1], RespError)
