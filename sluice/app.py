@@ -20,10 +20,11 @@ from sluice.pricing import Prices
 from sluice.providers import registry
 from sluice.providers.base import Adapter
 from sluice.redact import scrub
-from sluice.routes import Route
+from sluice.routes import Route, admin, byok, register
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
+from sluice.store import Store
 from sluice.upstream import Upstream
 from sluice.usage import UsageSink
 
@@ -54,21 +55,31 @@ class Gateway:
         self.router = Router(settings, configured)
         self.prices = Prices(settings)
         self.upstream = Upstream(settings.server.retry_after_cap_s)
-        self.auth = Authenticator(settings)
+        self.store = Store(settings.storage.url)
+        self.auth = Authenticator(settings, self.store)
         self.usage = UsageSink(settings.logging.audit)
         self.pipeline = Pipeline(self)
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
+        await self.auth.start()
 
     async def shutdown(self) -> None:
         """Close pools and flush records."""
         await self.upstream.close()
         await self.usage.close()
+        await self.auth.close()
+        await self.store.close()
 
 
 def _all_routes() -> list[Route]:
-    return [*openai_routes.ROUTES, *ops_routes.ROUTES]
+    return [
+        *openai_routes.ROUTES,
+        *ops_routes.ROUTES,
+        *admin.ROUTES,
+        *byok.ROUTES,
+        *register.ROUTES,
+    ]
 
 
 class App:
@@ -124,8 +135,10 @@ class App:
                 return
         route = self.route(req.path)
         try:
+            if admin.is_admin_path(req):  # on the raw path, whatever route matched (SPEC §6)
+                self.gw.auth.require_admin(req)
             if route is None:
-                raise GatewayError("NOT_FOUND", f"no endpoint at {req.path}")
+                raise GatewayError("NOT_FOUND", f"no endpoint at {scrub(req.path)}")
             if req.method not in route.methods:
                 raise GatewayError(
                     "METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path}"
@@ -138,7 +151,7 @@ class App:
         except ClientGone:
             return
         except Exception as exc:
-            log.error("unhandled error on %s: %s", req.path, scrub(traceback.format_exc()))
+            log.error("unhandled error on %s: %s", scrub(req.path), scrub(traceback.format_exc()))
             await self._error(
                 req, route, GatewayError("INTERNAL_ERROR", f"internal error ({type(exc).__name__})")
             )
