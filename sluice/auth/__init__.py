@@ -148,15 +148,15 @@ class Authenticator:
             return Principal("admin", session=session)
         if self.open:  # SDKs always send some key; with auth off it means nothing
             return Principal("open", session=session)
-        principal = await self._verify(cred)
+        principal = await self._verify(cred, digest)
         if principal is None:
             raise unauthorized()
         principal.session = session
         return principal
 
-    async def _verify(self, cred: str) -> Principal | None:
+    async def _verify(self, cred: str, digest: str) -> Principal | None:
         if self.keys is not None and cred.startswith("sk_"):
-            rec = await self.keys.lookup(cred)
+            rec = await self.keys.lookup(cred, digest)
             if rec is None:
                 return None
             return Principal(

@@ -113,14 +113,20 @@ class KeyAuth:
         try:
             n = await asyncio.wait_for(self.store.count_keys(), LOOKUP_TIMEOUT_S)
         except Exception as exc:
-            log.warning("key storage unreachable at start (%s): auth stays on", type(exc).__name__)
+            log.warning(
+                "key storage unreachable or not migrated at start (%s): auth stays on "
+                "(PostgreSQL: run `sluice db upgrade`)",
+                type(exc).__name__,
+            )
             self.any_keys = True
             return
         self.any_keys = n > 0
 
-    async def lookup(self, key: str) -> KeyRecord | None:
-        """The active key record for `key`, None if unknown/revoked, 503 if storage is down."""
-        digest = hashlib.sha256(key.encode()).hexdigest()
+    async def lookup(self, key: str, digest: str | None = None) -> KeyRecord | None:
+        """The active key record for `key` (whose SHA-256 hex the caller may already have),
+        None if unknown or revoked, 503 if storage is down."""
+        if digest is None:
+            digest = hashlib.sha256(key.encode()).hexdigest()
         hit = self._pos.get(digest)
         if hit is not None:
             if time.monotonic() - hit.checked > REVALIDATE_S:
