@@ -21,6 +21,7 @@ from sluice.providers import registry
 from sluice.providers.base import Adapter
 from sluice.redact import scrub
 from sluice.routes import Route, admin, byok, register
+from sluice.routes import anthropic as anthropic_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
@@ -75,6 +76,7 @@ class Gateway:
 def _all_routes() -> list[Route]:
     return [
         *openai_routes.ROUTES,
+        *anthropic_routes.ROUTES,
         *ops_routes.ROUTES,
         *admin.ROUTES,
         *byok.ROUTES,
