@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +236,12 @@ def test_unknown_kid_storm_costs_at_most_one_refresh(
     g = launch_gateway(tmp_path, jwt_config(fake_openai, server.url))
     try:
         assert server.fetches == 1  # the start-up prefetch
-        for _ in range(40):
-            r = chat(g, rs256(keys, kid=uuid.uuid4().hex))
-            assert r.status_code == 401
+        tokens = [rs256(keys, kid=uuid.uuid4().hex) for _ in range(40)]
+        with ThreadPoolExecutor(8) as pool:  # concurrent unknown kids share one refresh
+            statuses = list(pool.map(lambda t: chat(g, t).status_code, tokens))
+        assert statuses == [401] * 40
+        for t in tokens[:10]:  # and later ones inside the 30 s window cost nothing
+            assert chat(g, t).status_code == 401
         assert server.fetches <= 2
         # the storm does not disturb tokens of a kid the JWKS already holds
         assert chat(g, rs256(keys)).status_code == 200
