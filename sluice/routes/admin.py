@@ -37,7 +37,11 @@ def _normal(path: str) -> str:
 
 def is_admin_path(req: Request) -> bool:
     """Whether the raw or decoded path lies under /admin or /tokens, however it is spelled."""
-    raw = req.scope.get("raw_path") or b""
+    raw = req.scope.get("raw_path") or req.path.encode()
+    low = raw.lower()
+    # Fast path for every request: nothing here could spell an admin root, encoded or not.
+    if b"admin" not in low and b"tokens" not in low and b"%" not in low:
+        return False
     for p in (raw.decode("latin-1").split("?", 1)[0], req.path):
         n = _normal(p)
         if any(n == r or n.startswith(r + "/") for r in _ADMIN_ROOTS):
