@@ -94,3 +94,18 @@ async def test_background_revalidation_notices_a_revocation_made_elsewhere(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
     await store.close()
+
+
+async def test_state_unknown_at_start_is_closed_then_learnt(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/late.db"
+    store = Store(url)
+    auth = KeyAuth(store, None)
+    await auth.start()  # not migrated yet: fail closed
+    assert auth.any_keys is True
+    await asyncio.to_thread(db.upgrade, url)
+    deadline = time.monotonic() + 10
+    while auth.any_keys:  # migrated, no key: the background check opens it within seconds
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    await auth.close()
+    await store.close()

@@ -85,6 +85,7 @@ class KeyAuth:
         self.redis_url = redis_url
         self.events = KeyEvents(redis_url, channel_for(store.url))
         self.any_keys = True  # fail closed until storage says none was ever issued
+        self._counted = False  # whether storage has answered that question yet
         self.lookups = 0
         self._pos: dict[str, _Entry] = {}
         self._neg: dict[str, float] = {}
@@ -121,6 +122,7 @@ class KeyAuth:
             self.any_keys = True
             return
         self.any_keys = n > 0
+        self._counted = True
 
     async def lookup(self, key: str, digest: str | None = None) -> KeyRecord | None:
         """The active key record for `key` (whose SHA-256 hex the caller may already have),
@@ -201,10 +203,11 @@ class KeyAuth:
         await self.events.publish(op, rec)
 
     async def _watch(self) -> None:
-        """While no key exists the gateway is open; notice the first one made elsewhere."""
+        """While no key exists the gateway is open; notice the first one made elsewhere.
+        Until storage has answered at all (down, or not migrated yet) ask again soon."""
         while True:
-            await asyncio.sleep(REVALIDATE_S)
-            if not self.any_keys:
+            await asyncio.sleep(REVALIDATE_S if self._counted else 2.0)
+            if not self.any_keys or not self._counted:
                 await self._count()
 
     async def _listen(self) -> None:
