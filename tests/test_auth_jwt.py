@@ -321,3 +321,24 @@ def test_config_refuses_symmetric_and_none_algorithms(alg: str) -> None:
 def test_config_refuses_leeway_over_a_minute() -> None:
     with pytest.raises(config.ConfigError, match="leeway"):
         config.from_mapping({"auth": {"jwt": {"leeway_s": 61}}})
+
+
+async def test_env_only_mode_reads_the_seeds_jwt_variables(keys: Keys) -> None:
+    from sluice.auth.jwt import JwtVerifier
+
+    env = {
+        "JWT_JWKS_URL": f"http://127.0.0.1:{free_port()}/jwks.json",
+        "JWT_ISSUER": ISSUER,
+        "JWT_AUDIENCE": AUDIENCE,
+        "JWT_PUBLIC_JWK": json.dumps(keys.rsa_jwk),
+    }
+    settings = config.from_env(env)
+    assert settings.auth.jwt is not None
+    verifier = JwtVerifier(settings.auth.jwt)
+    await verifier.start()  # the JWKS is down: the JWK fallback answers
+    try:
+        claims_ = await verifier.verify(rs256(keys, sub="dave", entitlements={"models": ["a*"]}))
+        assert claims_.user == "dave" and claims_.allowed_models == ("a*",)
+        assert verifier.fetches == 2  # start-up, then one retry for the unknown kid
+    finally:
+        await verifier.close()
