@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -153,19 +154,17 @@ def test_tokens_api_in_seed_003_shapes(
         }
     ]
 
-    # Keys are stored hashed: neither key anywhere in storage, logs or later answers.
+    assert new not in json.dumps(listed)
+    assert_hashed_and_nowhere(gw, storage, [key, new])
+
+
+def assert_hashed_and_nowhere(gw: Gateway, storage: str, secrets: list[str]) -> None:
+    """Keys are stored hashed: no key in storage or logs, each one's SHA-256 in storage."""
     text = stored_text(storage)
-    assert hashlib.sha256(new.encode()).hexdigest() in text
-    for secret in (key, new):
+    for secret in secrets:
+        assert hashlib.sha256(secret.encode()).hexdigest() in text
         assert secret not in text
         assert secret not in gw.stdout() + gw.stderr()
-    assert new not in json_text(listed)
-
-
-def json_text(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj)
 
 
 @pytest.mark.parametrize(
