@@ -22,6 +22,7 @@ from sluice.providers.base import Adapter
 from sluice.redact import scrub
 from sluice.routes import Route, admin, byok, register
 from sluice.routes import anthropic as anthropic_routes
+from sluice.routes import native as native_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
@@ -55,7 +56,7 @@ class Gateway:
         configured = {name for name, p in settings.providers.items() if p.configured}
         self.router = Router(settings, configured)
         self.prices = Prices(settings)
-        self.upstream = Upstream(settings.server.retry_after_cap_s)
+        self.upstream = Upstream(settings.server.retry_after_cap_s, settings.ai_gateway)
         self.store = Store(settings.storage.url)
         self.auth = Authenticator(settings, self.store)
         self.usage = UsageSink(settings.logging.audit)
@@ -78,6 +79,7 @@ def _all_routes() -> list[Route]:
         *openai_routes.ROUTES,
         *anthropic_routes.ROUTES,
         *ops_routes.ROUTES,
+        *native_routes.ROUTES,
         *admin.ROUTES,
         *byok.ROUTES,
         *register.ROUTES,
