@@ -22,12 +22,13 @@ from sluice.pricing import Prices
 from sluice.providers import registry
 from sluice.providers.base import Adapter
 from sluice.redact import scrub
-from sluice.routes import Route
+from sluice.routes import Route, admin, byok, register
 from sluice.routes import anthropic as anthropic_routes
 from sluice.routes import native as native_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
+from sluice.store import Store
 from sluice.upstream import Upstream
 from sluice.usage import UsageSink
 
@@ -58,7 +59,8 @@ class Gateway:
         self.router = Router(settings, configured)
         self.prices = Prices(settings)
         self.upstream = Upstream(settings.server.retry_after_cap_s, settings.ai_gateway)
-        self.auth = Authenticator(settings)
+        self.store = Store(settings.storage.url)
+        self.auth = Authenticator(settings, self.store)
         self.usage = UsageSink(settings.logging.audit)
         r = settings.redis
         self.state = state.build(r.url, r.prefix, r.instances, settings.cache.max_entries)
@@ -69,12 +71,15 @@ class Gateway:
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
         await self.state.start()
+        await self.auth.start()
 
     async def shutdown(self) -> None:
         """Close pools and flush records."""
         await self.upstream.close()
         await self.state.close()
         await self.usage.close()
+        await self.auth.close()
+        await self.store.close()
 
 
 def _all_routes() -> list[Route]:
@@ -83,6 +88,9 @@ def _all_routes() -> list[Route]:
         *anthropic_routes.ROUTES,
         *ops_routes.ROUTES,
         *native_routes.ROUTES,
+        *admin.ROUTES,
+        *byok.ROUTES,
+        *register.ROUTES,
     ]
 
 
@@ -139,8 +147,10 @@ class App:
                 return
         route = self.route(req.path)
         try:
+            if admin.is_admin_path(req):  # on the raw path, whatever route matched (SPEC §6)
+                self.gw.auth.require_admin(req)
             if route is None:
-                raise GatewayError("NOT_FOUND", f"no endpoint at {req.path}")
+                raise GatewayError("NOT_FOUND", f"no endpoint at {scrub(req.path)}")
             if req.method not in route.methods:
                 raise GatewayError(
                     "METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path}"
@@ -153,7 +163,7 @@ class App:
         except ClientGone:
             return
         except Exception as exc:
-            log.error("unhandled error on %s: %s", req.path, scrub(traceback.format_exc()))
+            log.error("unhandled error on %s: %s", scrub(req.path), scrub(traceback.format_exc()))
             await self._error(
                 req, route, GatewayError("INTERNAL_ERROR", f"internal error ({type(exc).__name__})")
             )

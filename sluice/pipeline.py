@@ -102,7 +102,7 @@ class Pipeline:
 
         watcher.add_done_callback(on_disconnect)
         try:
-            principal = gw.auth.authenticate(req)
+            principal = await gw.auth.authenticate(req)
             rec.team, rec.key_id, rec.user, rec.session = (
                 principal.team,
                 principal.key_id,

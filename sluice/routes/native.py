@@ -114,7 +114,7 @@ async def native(gw: Gateway, req: Request) -> None:
     watcher.add_done_callback(lambda f: current.cancel() if current and not f.cancelled() else None)
     ticket: Ticket | None = None
     try:
-        call, key, principal = _prepare(gw, req, adapter, "/" + rest, body, rec)
+        call, key, principal = await _prepare(gw, req, adapter, "/" + rest, body, rec)
         ticket = await gw.traffic.admit_native(req, principal, name, rec.model, body)  # limits
         await _serve(gw, req, adapter, call, key, body, rec)
     except GatewayError as exc:
@@ -133,11 +133,11 @@ async def native(gw: Gateway, req: Request) -> None:
         gw.usage.record(rec)
 
 
-def _prepare(
+async def _prepare(
     gw: Gateway, req: Request, adapter: Adapter, rest: str, body: bytes, rec: UsageRecord
 ) -> tuple[UpstreamCall, str, Principal]:
     """Authenticate, check the model, pick the key: the upstream call, that key, the caller."""
-    principal = gw.auth.authenticate(req)
+    principal = await gw.auth.authenticate(req)
     rec.team, rec.key_id, rec.user, rec.session = (
         principal.team,
         principal.key_id,

@@ -66,7 +66,7 @@ def _listed_models(gw: Gateway) -> list[dict[str, Any]]:
 
 async def models(gw: Gateway, req: Request) -> None:
     """GET /v1/models in OpenAI's list format."""
-    gw.auth.authenticate(req)
+    await gw.auth.authenticate(req)
     data = [
         {"id": m["id"], "object": "model", "created": 0, "owned_by": m["provider"]}
         for m in _listed_models(gw)
@@ -126,7 +126,7 @@ async def _caller_view(gw: Gateway, req: Request, plan: Any) -> dict[str, Any]:
         "usd": budgets.nano_cost(prompt, out, worst) / budgets.NANO if worst else None,
     }
     try:
-        principal = gw.auth.authenticate(req)
+        principal = await gw.auth.authenticate(req)
     except GatewayError:
         return {"estimate": estimate}  # route-check needs no credentials; limits need a caller
     return {"estimate": estimate, **await gw.traffic.describe(req, principal, plan)}
@@ -134,7 +134,7 @@ async def _caller_view(gw: Gateway, req: Request, plan: Any) -> dict[str, Any]:
 
 async def tokenize(gw: Gateway, req: Request) -> None:
     """POST /v1/tokenize: {"input" | "messages", "model"} → {"model", "tokens", "method"}."""
-    gw.auth.authenticate(req)
+    await gw.auth.authenticate(req)
     body = schema.parse_object(await req.body(gw.settings.server.max_request_bytes))
     model = body.get("model") or gw.settings.default_model or ""
     if not isinstance(model, str):
