@@ -44,7 +44,7 @@ class StorageConfig(_Strict):
 
 class RedisConfig(_Strict):
     url: str | None = None
-    prefix: str = "sluice:"  # every key this gateway writes starts with it
+    prefix: str = "sluice:"  # every key limits, budgets and the cache write starts with it
     instances: int | None = None  # fixed instance count for the Redis-down split (else heartbeats)
 
 
