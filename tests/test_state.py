@@ -183,3 +183,30 @@ def test_resp_parser_handles_every_split_point() -> None:
     assert end == len(wire)
     assert value[:3] == [1, b"a\r\n", None]
     assert value[3][0] == "OK" and isinstance(value[3][1], RespError)
+
+
+async def test_jwt_entitlements_apply_at_the_user() -> None:
+    """A JWT caller has no key id: its entitlements (e.g. {"rpm": 1}) count per user."""
+    s = config.from_mapping(
+        {
+            "providers": {"openai": {"kind": "openai", "api_key": "sk"}},
+            "models": [{"match": "gpt-*", "provider": "openai"}],
+        }
+    )
+    traffic = Traffic(s, MemoryState(), Prices(s))
+    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
+    raw = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+    alice = Principal("jwt", team="t1", user="alice", limits={"rpm": 1})
+    assert await traffic.admit(_request(), alice, plan, chat_operation(schema.parse_chat(raw)))
+    with pytest.raises(GatewayError) as refused:
+        await traffic.admit(_request(), alice, plan, chat_operation(schema.parse_chat(raw)))
+    assert "1 requests per minute per user" in refused.value.message
+    bob = Principal("jwt", team="t1", user="bob", limits={"rpm": 1})
+    assert await traffic.admit(_request(), bob, plan, chat_operation(schema.parse_chat(raw)))
+    # No rules and no entitlements: admission costs nothing and reserves nothing.
+    assert (
+        await traffic.admit(
+            _request(), Principal("open"), plan, chat_operation(schema.parse_chat(raw))
+        )
+        is None
+    )
