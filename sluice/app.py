@@ -6,11 +6,12 @@ and passed to handlers; nothing module-global is mutated by requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from typing import Any
 
-from sluice import errors
+from sluice import db, errors, logsafe
 from sluice.asgi import JSON_HEADERS, ClientGone, Receive, Request, Scope, Send
 from sluice.auth import Authenticator
 from sluice.config import Settings
@@ -21,11 +22,12 @@ from sluice.providers import registry
 from sluice.providers.base import Adapter
 from sluice.redact import scrub
 from sluice.routes import Route
+from sluice.routes import observability as observability_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
 from sluice.upstream import Upstream
-from sluice.usage import UsageSink
+from sluice.usage import UsageSink, failed_record
 
 log = logging.getLogger("sluice")
 
@@ -55,11 +57,15 @@ class Gateway:
         self.prices = Prices(settings)
         self.upstream = Upstream(settings.server.retry_after_cap_s)
         self.auth = Authenticator(settings)
-        self.usage = UsageSink(settings.logging.audit)
+        self.usage = UsageSink(settings)
         self.pipeline = Pipeline(self)
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
+        logsafe.install(logsafe.secrets_of(self.settings))
+        if self.settings.storage.url.startswith("sqlite"):  # PostgreSQL: `sluice db upgrade`
+            await asyncio.to_thread(db.upgrade, self.settings.storage.url)
+        await self.usage.start()
 
     async def shutdown(self) -> None:
         """Close pools and flush records."""
@@ -68,7 +74,7 @@ class Gateway:
 
 
 def _all_routes() -> list[Route]:
-    return [*openai_routes.ROUTES, *ops_routes.ROUTES]
+    return [*openai_routes.ROUTES, *ops_routes.ROUTES, *observability_routes.ROUTES]
 
 
 class App:
@@ -134,14 +140,23 @@ class App:
                 self._check_headers(req)
             await route.handler(self.gw, req)
         except GatewayError as exc:
+            self._record_refused(req, route, exc.status, exc.code)
             await self._error(req, route, exc)
         except ClientGone:
+            self._record_refused(req, route, 499, "CLIENT_DISCONNECTED")
             return
         except Exception as exc:
             log.error("unhandled error on %s: %s", req.path, scrub(traceback.format_exc()))
+            self._record_refused(req, route, 500, "INTERNAL_ERROR")
             await self._error(
                 req, route, GatewayError("INTERNAL_ERROR", f"internal error ({type(exc).__name__})")
             )
+
+    def _record_refused(self, req: Request, route: Route | None, status: int, code: str) -> None:
+        """A routed request refused before the pipeline took it (bad header or body) still
+        gets its usage record; the pipeline records everything after that itself."""
+        if route is not None and route.routed and req.usage is None:
+            self.gw.usage.record(failed_record(req.request_id, req.method, req.path, status, code))
 
     @staticmethod
     def _check_headers(req: Request) -> None:

@@ -122,6 +122,10 @@ class CacheConfig(_Strict):
 class LoggingConfig(_Strict):
     audit: bool = True
     store_content: bool = False
+    retention_days: float = 90.0  # usage rows older than this are deleted; 0 keeps them all
+    spool_dir: str | None = None  # where records wait while storage is down
+    queue_size: int = 100_000  # records held in memory before spilling straight to the spool
+    otel: bool = False  # OpenTelemetry spans (GenAI conventions); needs the `otel` extra
 
 
 class AiGatewayConfig(_Strict):

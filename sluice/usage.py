@@ -6,14 +6,16 @@ The pipeline fills one `UsageRecord` per request and hands it to `UsageSink.reco
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
-from sluice.config import Price
+from sluice.config import Price, Settings
 from sluice.providers.base import Usage
 
 
@@ -82,27 +84,99 @@ def new_record(request_id: str, method: str, path: str) -> UsageRecord:
     return UsageRecord(ts=time.time(), request_id=request_id, method=method, path=path)
 
 
-class UsageSink:
-    """Receives finished records: writes the audit line (seeds 000, 004)."""
+def failed_record(request_id: str, method: str, path: str, status: int, code: str) -> UsageRecord:
+    """A record for a routed request refused before the pipeline took it (e.g. a bad body)."""
+    rec = new_record(request_id, method, path)
+    rec.status, rec.error_code = status, code
+    return rec
 
-    def __init__(self, audit: bool, out: IO[bytes] | None = None) -> None:
-        self.audit = audit
-        self._out = out if out is not None else sys.stdout.buffer
-        self.recorded = 0
+
+class UsageSink:
+    """Receives finished records: the hot path only queues them (see `usage_store`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from sluice import logsafe
+        from sluice.metrics import Metrics
+        from sluice.spool import Spool
+        from sluice.telemetry import Tracing
+        from sluice.usage_store import UsageWriter
+
+        conf = settings.logging
+        self.audit = conf.audit
+        self.store_content = conf.store_content
+        self.metrics = Metrics()
+        self.metrics.set_available({n: p.configured for n, p in settings.providers.items()})
+        self.tracing = Tracing.create(conf.otel)
+        clean = logsafe.cleaner(logsafe.secrets_of(settings))
+        self.writer = UsageWriter(
+            settings.storage.url,
+            Spool(spool_dir(settings)),
+            self._observe,
+            clean,
+            max_queue=conf.queue_size,
+            retention_days=conf.retention_days,
+        )
+        self.writer.audit_out = _stdout_writer()
+        self.writer.on_count = self._count
 
     def record(self, rec: UsageRecord) -> None:
-        """Account one finished request; never raises into the request path."""
-        self.recorded += 1
-        if self.audit:
-            try:
-                self._out.write(orjson.dumps({"type": "audit", **rec.as_dict()}) + b"\n")
-                self._out.flush()
-            except (OSError, ValueError):
-                pass
+        """Account one finished request: a deque append, never I/O, never raises."""
+        self.writer.put(rec)
+
+    @property
+    def recorded(self) -> int:
+        """Records accepted since start."""
+        return self.writer.queued
+
+    def _observe(self, batch: list[UsageRecord], rows: list[dict[str, Any]]) -> bytes:
+        """Metrics and traces for a batch (off the hot path); returns its audit lines."""
+        self.metrics.usage_queued.inc(len(batch))
+        for rec in batch:
+            self.metrics.observe(rec)
+        if self.tracing is not None:
+            self.tracing.export(batch)
+        if not self.audit:
+            return b""
+        return b"".join(orjson.dumps({"type": "audit", **row}) + b"\n" for row in rows)
+
+    def _count(self, kind: str, n: int) -> None:
+        counter = {
+            "written": self.metrics.usage_written,
+            "spooled": self.metrics.usage_spooled,
+            "dropped": self.metrics.usage_dropped,
+        }.get(kind)
+        if counter is not None:
+            counter.inc(n)
+
+    async def start(self) -> None:
+        """Start the background writer."""
+        await self.writer.start()
 
     async def close(self) -> None:
         """Flush whatever is pending (at shutdown)."""
+        await self.writer.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+
+
+def spool_dir(settings: Settings) -> str:
+    """`logging.spool_dir`, else `sluice-spool` beside the SQLite file, else ./sluice-spool."""
+    if settings.logging.spool_dir:
+        return settings.logging.spool_dir
+    url = settings.storage.url
+    if url.startswith("sqlite:///"):
+        return os.path.join(os.path.dirname(url.removeprefix("sqlite:///")) or ".", "sluice-spool")
+    return "sluice-spool"
+
+
+def _stdout_writer() -> Callable[[bytes], None]:
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
         try:
-            self._out.flush()
+            out.write(data)
+            out.flush()
         except (OSError, ValueError):
-            pass
+            pass  # stdout closed: the rows still reach storage
+
+    return write
