@@ -114,6 +114,8 @@ class UsageSink:
             self._observe,
             clean,
             max_queue=conf.queue_size,
+            batch_max=conf.batch_size,
+            linger_s=conf.batch_linger_s,
             retention_days=conf.retention_days,
         )
         self.writer.audit_out = _stdout_writer()

@@ -84,7 +84,8 @@ class UsageWriter:
         self.linger_s = linger_s
         self.retention_days = retention_days
         self._buf: deque[UsageRecord] = deque()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # set by the first record of a batch
+        self._hurry = asyncio.Event()  # a full batch or a shutdown: stop lingering
         self._task: asyncio.Task[None] | None = None
         self._engine: AsyncEngine | None = None
         self._closing = False
@@ -106,6 +107,8 @@ class UsageWriter:
         self._buf.append(rec)
         if not self._wake.is_set():
             self._wake.set()
+        elif len(self._buf) >= self.batch_max and not self._hurry.is_set():
+            self._hurry.set()
 
     def _spill(self, rec: UsageRecord) -> None:
         """Overload: the queue is full, so this record goes straight to disk, not away."""
@@ -131,6 +134,7 @@ class UsageWriter:
         """Flush every queued record (to storage, else the spool) and stop."""
         self._closing = True
         self._wake.set()
+        self._hurry.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -152,14 +156,12 @@ class UsageWriter:
     async def _run(self) -> None:
         await self._maintain()
         while not self._closing:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                # Let a burst gather into one batch; a shutdown flushes at once.
-                if not self._closing and len(self._buf) < self.batch_max:
-                    await asyncio.sleep(self.linger_s)
-            except TimeoutError:
-                pass
+                # Let a burst gather into one batch; a full batch or a shutdown ends the wait.
+                await asyncio.wait_for(self._hurry.wait(), timeout=self.linger_s)
             self._wake.clear()
+            self._hurry.clear()
             try:
                 while self._buf:
                     await self._flush()
