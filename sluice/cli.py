@@ -66,7 +66,12 @@ def _prepare_workers(settings: config.Settings) -> None:
     import tempfile
 
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sluice-metrics-")
+        import atexit
+        import shutil
+
+        path = tempfile.mkdtemp(prefix="sluice-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        atexit.register(shutil.rmtree, path, True)
     if settings.storage.url.startswith("sqlite"):
         from sluice import db as storage
 

@@ -36,6 +36,7 @@ class Operation:
     answer: Callable[[Adapter, bytes, str], tuple[bytes, Usage | None]]
     chat: ChatRequest | None = None
     prompt_chars: int = 0  # for the usage estimate when an upstream reports none
+    body: bytes = b""  # the request as received: logged only with logging.store_content
 
 
 def chat_operation(chat: ChatRequest) -> Operation:
@@ -48,6 +49,7 @@ def chat_operation(chat: ChatRequest) -> Operation:
         answer=lambda a, data, model: a.chat_response(data, model),
         chat=chat,
         prompt_chars=len(chat.raw),
+        body=chat.raw,
     )
 
 
@@ -60,6 +62,7 @@ def embeddings_operation(req: EmbeddingsRequest) -> Operation:
         build=lambda a, model, key: a.embeddings_request(req, model, key),
         answer=lambda a, data, model: a.embeddings_response(data, model),
         prompt_chars=len(req.raw),
+        body=req.raw,
     )
 
 
@@ -74,6 +77,8 @@ class Pipeline:
         gw = self.gw
         rec = req.usage = new_record(req.request_id, req.method, req.path)
         rec.stream = op.stream
+        if gw.usage.store_content:
+            rec.content = op.body
         # A client that leaves cancels this task, and with it the upstream call (SPEC §6).
         current = asyncio.current_task()
         watcher = asyncio.ensure_future(wait_disconnect(req.receive))
@@ -140,6 +145,7 @@ class Pipeline:
                 )
                 continue
             call = op.build(adapter, target.model, key)
+            rec.provider, rec.upstream_model = target.provider, target.model  # failures too
             try:
                 opened = await gw.upstream.open(
                     target.provider, adapter, call, deadline, (key, adapter.config.api_key or "")

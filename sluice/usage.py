@@ -1,7 +1,9 @@
 """The usage record every request produces, and where it goes.
 
 The pipeline fills one `UsageRecord` per request and hands it to `UsageSink.record()` in a
-`finally`, so failures, rejections and client disconnects are recorded too.
+`finally`, so failures, rejections and client disconnects are recorded too (requests refused
+before the pipeline are recorded by the dispatcher). `record()` only queues; the writer in
+`usage_store` writes the audit line (seeds 000, 004), metrics, spans and the storage row.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class UsageRecord:
     cache_hit: bool = False
     attempts: int = 0
     stream: bool = False
+    content: bytes | None = None  # the request body, kept only with logging.store_content
 
     def set_usage(self, usage: Usage, price: Price | None) -> None:
         """Tokens and cost; cost stays None when the price is unknown (never $0)."""
@@ -107,7 +110,7 @@ class UsageSink:
         self.metrics = Metrics()
         self.metrics.set_available({n: p.configured for n, p in settings.providers.items()})
         self.tracing = Tracing.create(conf.otel)
-        clean = logsafe.cleaner(logsafe.secrets_of(settings))
+        clean = self._clean = logsafe.cleaner(logsafe.secrets_of(settings))
         self.writer = UsageWriter(
             settings.storage.url,
             Spool(spool_dir(settings)),
@@ -139,7 +142,13 @@ class UsageSink:
             self.tracing.export(batch)
         if not self.audit:
             return b""
-        return b"".join(orjson.dumps({"type": "audit", **row}) + b"\n" for row in rows)
+        lines = []
+        for rec, row in zip(batch, rows, strict=True):
+            line = {"type": "audit", **row}
+            if self.store_content and rec.content is not None:
+                line["content"] = {"request": self._clean(_text(rec.content))}
+            lines.append(orjson.dumps(line) + b"\n")
+        return b"".join(lines)
 
     def _count(self, kind: str, n: int) -> None:
         counter = {
@@ -159,6 +168,12 @@ class UsageSink:
         await self.writer.close()
         if self.tracing is not None:
             self.tracing.shutdown()
+
+
+def _text(body: bytes, limit: int = 64 * 1024) -> str:
+    """A request body as text for the audit line, cut at `limit` bytes."""
+    text = body[:limit].decode("utf-8", "replace")
+    return text + "…[truncated]" if len(body) > limit else text
 
 
 def spool_dir(settings: Settings) -> str:
