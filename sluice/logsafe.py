@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sluice.config import Settings
-from sluice.redact import scrub
+from sluice.redact import scrub, scrubber
 
 _state: dict[str, Any] = {"secrets": (), "base": None}
 
@@ -39,8 +39,7 @@ def _password(url: str | None) -> str | None:
 
 def cleaner(secrets: Iterable[str]) -> Callable[[str], str]:
     """A function that scrubs one string of these secrets and of key-shaped tokens."""
-    known = tuple(secrets)
-    return lambda text: scrub(text, known)
+    return scrubber(secrets)
 
 
 def install(secrets: Iterable[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,9 +19,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-
-if TYPE_CHECKING:
-    from sluice.usage import UsageRecord
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -86,15 +83,16 @@ class Metrics:
         for name, ok in providers.items():
             self.available.labels(name).set(1 if ok else 0)
 
-    def _labelled(self, rec: UsageRecord) -> Any:
+    def _labelled(self, row: dict[str, Any]) -> Any:
         """Cached label children: `.labels()` costs more than the increment itself."""
-        key = (rec.provider or "", rec.model or "", rec.team or "", rec.status, rec.error_code)
+        code = row["error_code"]
+        key = (row["provider"] or "", row["model"] or "", row["team"] or "", row["status"], code)
         c = self._children.get(key)
         if c is None:
             p, m, t = key[0], key[1], key[2]
             c = (
-                self.requests.labels(p, m, t, str(rec.status)),
-                self.errors.labels(p, m, t, rec.error_code) if rec.error_code else None,
+                self.requests.labels(p, m, t, str(key[3])),
+                self.errors.labels(p, m, t, code) if code else None,
                 self.latency.labels(p, m),
                 self.first_byte.labels(p, m),
                 self.overhead.labels(p),
@@ -109,35 +107,35 @@ class Metrics:
                 self._children[key] = c
         return c
 
-    def observe(self, rec: UsageRecord) -> None:
-        """Count one finished request."""
-        req, err, lat, fb, ovh, tp, tc, tca, cost, att, ret = self._labelled(rec)
+    def observe(self, row: dict[str, Any]) -> None:
+        """Count one finished request, from its (scrubbed) storage row."""
+        req, err, lat, fb, ovh, tp, tc, tca, cost, att, ret = self._labelled(row)
         req.inc()
         if err is not None:
             err.inc()
-            if rec.error_code in _LIMIT_CODES:
-                self.limited.labels(rec.team or "", rec.error_code).inc()
-        lat.observe(rec.latency_ms / 1000)
-        if rec.ttfb_ms is not None:
-            fb.observe(rec.ttfb_ms / 1000)
-        if rec.overhead_ms is not None:
-            ovh.observe(rec.overhead_ms / 1000)
-        if rec.prompt_tokens:
-            tp.inc(rec.prompt_tokens)
-        if rec.completion_tokens:
-            tc.inc(rec.completion_tokens)
-        if rec.cached_tokens:
-            tca.inc(rec.cached_tokens)
-        if rec.cost_usd:
-            cost.inc(rec.cost_usd)
-        if rec.attempts:
-            att.inc(rec.attempts)
-            if rec.attempts > 1:
-                ret.inc(rec.attempts - 1)
-        if rec.tokens_estimated:
-            self.estimated.labels(rec.provider or "", rec.model or "", rec.team or "").inc()
-        if rec.cache_hit:
-            self.cache_hits.labels(rec.provider or "", rec.model or "", rec.team or "").inc()
+            if row["error_code"] in _LIMIT_CODES:
+                self.limited.labels(row["team"] or "", row["error_code"]).inc()
+        lat.observe(row["latency_ms"] / 1000)
+        if row["ttfb_ms"] is not None:
+            fb.observe(row["ttfb_ms"] / 1000)
+        if row["overhead_ms"] is not None:
+            ovh.observe(row["overhead_ms"] / 1000)
+        for counter, n in ((tp, row["prompt_tokens"]), (tc, row["completion_tokens"])):
+            if n:
+                counter.inc(n)
+        if row["cached_tokens"]:
+            tca.inc(row["cached_tokens"])
+        if row["cost_usd"]:
+            cost.inc(row["cost_usd"])
+        if row["attempts"]:
+            att.inc(row["attempts"])
+            if row["attempts"] > 1:
+                ret.inc(row["attempts"] - 1)
+        pmt = (row["provider"] or "", row["model"] or "", row["team"] or "")
+        if row["tokens_estimated"]:
+            self.estimated.labels(*pmt).inc()
+        if row["cache_hit"]:
+            self.cache_hits.labels(*pmt).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition (aggregated over workers in multiprocess mode)."""

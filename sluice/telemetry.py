@@ -10,10 +10,7 @@ request's own start and end times, so tracing costs the request path nothing. Tu
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from sluice.usage import UsageRecord
+from typing import Any
 
 log = logging.getLogger("sluice.telemetry")
 
@@ -34,28 +31,28 @@ def operation(path: str) -> str:
     return "chat"
 
 
-def attributes(rec: UsageRecord) -> dict[str, Any]:
-    """A record's span attributes (GenAI conventions plus HTTP status and request id)."""
+def attributes(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's span attributes (GenAI conventions plus HTTP status and request id)."""
     attrs: dict[str, Any] = {
-        "gen_ai.operation.name": operation(rec.path),
-        "gen_ai.usage.input_tokens": rec.prompt_tokens,
-        "gen_ai.usage.output_tokens": rec.completion_tokens,
-        "http.request.method": rec.method,
-        "http.response.status_code": rec.status,
-        "sluice.request_id": rec.request_id,
-        "sluice.stream": rec.stream,
-        "sluice.cache_hit": rec.cache_hit,
-        "sluice.attempts": rec.attempts,
+        "gen_ai.operation.name": operation(row["path"]),
+        "gen_ai.usage.input_tokens": row["prompt_tokens"],
+        "gen_ai.usage.output_tokens": row["completion_tokens"],
+        "http.request.method": row["method"],
+        "http.response.status_code": row["status"],
+        "sluice.request_id": row["request_id"],
+        "sluice.stream": row["stream"],
+        "sluice.cache_hit": row["cache_hit"],
+        "sluice.attempts": row["attempts"],
     }
     optional = {
-        "gen_ai.provider.name": rec.provider,
-        "gen_ai.system": rec.provider,  # the older name, still read by most backends
-        "gen_ai.request.model": rec.model,
-        "gen_ai.response.model": rec.upstream_model,
-        "error.type": rec.error_code,
-        "sluice.team": rec.team,
-        "sluice.cost_usd": rec.cost_usd,
-        "sluice.tokens_estimated": rec.tokens_estimated or None,
+        "gen_ai.provider.name": row["provider"],
+        "gen_ai.system": row["provider"],  # the older name, still read by most backends
+        "gen_ai.request.model": row["model"],
+        "gen_ai.response.model": row["upstream_model"],
+        "error.type": row["error_code"],
+        "sluice.team": row["team"],
+        "sluice.cost_usd": row["cost_usd"],
+        "sluice.tokens_estimated": row["tokens_estimated"] or None,
     }
     attrs.update({k: v for k, v in optional.items() if v is not None})
     return attrs
@@ -92,17 +89,18 @@ class Tracing:
             return cls(current, owned=False)
         return cls(_otlp_provider(TracerProvider), owned=True)
 
-    def export(self, batch: list[UsageRecord]) -> None:
-        """One span per record, timed as the request was."""
-        for rec in batch:
-            start = int(rec.ts * 1e9)
-            name = f"{operation(rec.path)} {rec.model}" if rec.model else operation(rec.path)
+    def export(self, rows: list[dict[str, Any]]) -> None:
+        """One span per (scrubbed) row, timed as the request was."""
+        for row in rows:
+            start = int(row["ts"] * 1e9)
+            op = operation(row["path"])
+            name = f"{op} {row['model']}" if row["model"] else op
             span = self._tracer.start_span(
-                name, kind=self._kind, start_time=start, attributes=attributes(rec)
+                name, kind=self._kind, start_time=start, attributes=attributes(row)
             )
-            if rec.status >= 400:
-                span.set_status(self._status(self._error, rec.error_code))
-            span.end(end_time=start + int(rec.latency_ms * 1e6))
+            if row["status"] >= 400:
+                span.set_status(self._status(self._error, row["error_code"]))
+            span.end(end_time=start + int(row["latency_ms"] * 1e6))
 
     def shutdown(self) -> None:
         """Flush spans (at shutdown)."""

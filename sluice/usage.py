@@ -136,10 +136,10 @@ class UsageSink:
     def _observe(self, batch: list[UsageRecord], rows: list[dict[str, Any]]) -> bytes:
         """Metrics and traces for a batch (off the hot path); returns its audit lines."""
         self.metrics.usage_queued.inc(len(batch))
-        for rec in batch:
-            self.metrics.observe(rec)
+        for row in rows:
+            self.metrics.observe(row)  # rows are scrubbed: a key sent as a model name stays out
         if self.tracing is not None:
-            self.tracing.export(batch)
+            self.tracing.export(rows)
         if not self.audit:
             return b""
         lines = []

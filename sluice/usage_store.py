@@ -31,6 +31,12 @@ from sluice.usage import UsageRecord
 log = logging.getLogger("sluice.usage")
 
 ROW_FIELDS = tuple(f.name for f in fields(UsageRecord) if f.name in db.usage.c)
+# Strings a client can influence (a model name, a request id, a session...): these are
+# scrubbed; the rest come from configuration or fixed codes.
+_CLIENT_STRINGS = (
+    *("request_id", "path", "model", "upstream_model"),
+    *("team", "key_id", "user", "session"),
+)
 _STORAGE_TIMEOUT_S = 10.0  # one insert may not hold the writer longer than this
 _RETRY_MAX_S = 5.0
 _RETENTION_EVERY_S = 3600.0
@@ -52,8 +58,9 @@ def engine_for(url: str) -> AsyncEngine:
 def to_row(rec: UsageRecord, clean: Callable[[str], str]) -> dict[str, Any]:
     """A record as a storage row with every string scrubbed."""
     row = {f: getattr(rec, f) for f in ROW_FIELDS}
-    for k, v in row.items():
-        if isinstance(v, str):
+    for k in _CLIENT_STRINGS:
+        v = row[k]
+        if v:
             row[k] = clean(v)
     return row
 
@@ -177,17 +184,21 @@ class UsageWriter:
         """Take one batch: audit/metrics/traces, then storage or the spool."""
         n = min(len(self._buf), self.batch_max)
         batch = [self._buf.popleft() for _ in range(n)]
-        rows = [to_row(r, self.clean) for r in batch]
-        audit = b""
-        try:
-            audit = self.on_batch(batch, rows)
-        except Exception:
-            log.exception("usage observers failed")
-        if audit and self.audit_out is not None:
-            # In a thread: a slow stdout reader must not stall the event loop.
-            await asyncio.to_thread(self.audit_out, audit)
+        # Rows, metrics, spans and audit lines are built in a thread: a big batch would
+        # otherwise hold the event loop for milliseconds, and a slow stdout could stall it.
+        rows = await asyncio.to_thread(self._prepare, batch)
         if not await self._insert(rows):
             await self._to_spool(rows)
+
+    def _prepare(self, batch: list[UsageRecord]) -> list[dict[str, Any]]:
+        rows = [to_row(r, self.clean) for r in batch]
+        try:
+            audit = self.on_batch(batch, rows)
+            if audit and self.audit_out is not None:
+                self.audit_out(audit)
+        except Exception:
+            log.exception("usage observers failed")
+        return rows
 
     async def _insert(self, rows: list[dict[str, Any]]) -> bool:
         """Insert rows in one transaction; False (and storage marked down) on failure."""
