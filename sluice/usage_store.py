@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import delete
+from sqlalchemy import delete, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sluice import db
@@ -52,7 +52,17 @@ def engine_for(url: str) -> AsyncEngine:
     else:
         kwargs["connect_args"] = {"timeout": 5, "command_timeout": _STORAGE_TIMEOUT_S}
         kwargs["pool_size"] = 2
-    return create_async_engine(db.async_url(url), **kwargs)
+    engine = create_async_engine(db.async_url(url), **kwargs)
+    if url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets workers' batches and readers (admin queries) proceed side by side."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
 
 
 def to_row(rec: UsageRecord, clean: Callable[[str], str]) -> dict[str, Any]:
@@ -96,6 +106,7 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self._engine: AsyncEngine | None = None
         self._closing = False
+        self._stopped = False  # after close(): a late record is spooled, never left in memory
         self._down_until = 0.0  # monotonic; storage is not retried before this
         self._backoff = 0.5
         self._next_retention = 0.0
@@ -108,7 +119,7 @@ class UsageWriter:
     def put(self, rec: UsageRecord) -> None:
         """Queue one record (no I/O unless the queue is full, then it spills to the spool)."""
         self.queued += 1
-        if len(self._buf) >= self.max_queue:
+        if len(self._buf) >= self.max_queue or self._stopped:
             self._spill(rec)
             return
         self._buf.append(rec)
@@ -118,7 +129,7 @@ class UsageWriter:
             self._hurry.set()
 
     def _spill(self, rec: UsageRecord) -> None:
-        """Overload: the queue is full, so this record goes straight to disk, not away."""
+        """The queue is full (or the writer has stopped): straight to disk, not away."""
         try:
             self.spool.append([to_row(rec, self.clean)])
             self._spool_dirty = True
@@ -147,6 +158,7 @@ class UsageWriter:
                 await self._task
         while self._buf:  # the task ended early (it should not): flush here
             await self._flush()
+        self._stopped = True
         if self._engine is not None:
             await self._engine.dispose()
 
@@ -161,7 +173,8 @@ class UsageWriter:
         return len(self._buf)
 
     async def _run(self) -> None:
-        await self._maintain()
+        with contextlib.suppress(Exception):
+            await self._maintain()  # leftovers from a previous run, retention
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -177,7 +190,8 @@ class UsageWriter:
                 log.exception("usage writer error")
         while self._buf:
             await self._flush()
-        await self._drain_spool()
+        with contextlib.suppress(Exception):
+            await self._drain_spool()
 
     # --- batches --------------------------------------------------------------------------
     async def _flush(self) -> None:
@@ -221,7 +235,10 @@ class UsageWriter:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._backoff <= 0.5:
-            log.warning("usage storage unreachable (%s); spooling to disk", type(exc).__name__)
+            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+            log.warning(
+                "usage storage unavailable (%s: %s); spooling to disk", type(exc).__name__, detail
+            )
         self._down_until = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, _RETRY_MAX_S)
 

@@ -14,7 +14,7 @@ import pytest
 from sluice import logsafe
 from tests.conftest import Gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
-from tests.usage_helpers import read_rows, wait_rows
+from tests.usage_helpers import read_rows, sqlite_bytes, wait_rows
 
 SECRET = "canary-logsafe-5be1d07a"
 
@@ -86,7 +86,7 @@ def test_prompts_are_not_logged_or_stored_by_default(
     assert line["request_id"] == rows[0]["request_id"]
     assert set(rows[0]) - {"id"} <= set(line)  # the audit line has every field of the record
     gw.stop()
-    db_bytes = Path(url.removeprefix("sqlite:///")).read_bytes()
+    db_bytes = sqlite_bytes(url)
     assert PROMPT not in gw.stdout() and PROMPT.encode() not in db_bytes
     assert PROMPT not in gw.stderr()
 
@@ -115,4 +115,4 @@ def test_store_content_puts_the_scrubbed_request_in_the_audit_line(
     assert "mine [REDACTED]" in lines[1]["content"]["request"]  # secrets scrubbed from content
     assert SECRET not in gw.stdout()
     assert len(read_rows(url)) >= 1
-    assert PROMPT.encode() not in Path(url.removeprefix("sqlite:///")).read_bytes()
+    assert PROMPT.encode() not in sqlite_bytes(url)

@@ -16,7 +16,7 @@ import pytest
 from sluice import db
 from tests.conftest import Gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
-from tests.usage_helpers import CuttableProxy, metric_value, read_rows, wait_rows
+from tests.usage_helpers import CuttableProxy, metric_value, read_rows, sqlite_bytes, wait_rows
 
 TOKEN = "tok-usage-test-0001"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -239,7 +239,7 @@ def test_canary_key_appears_nowhere(
     assert len(rows) == sent
     assert metric_value(metrics, "sluice_requests_total") == sent
     assert gw.stop() in (0, -signal.SIGTERM)
-    db_text = repr(rows) + Path(url.removeprefix("sqlite:///")).read_bytes().decode("latin-1")
+    db_text = repr(rows) + sqlite_bytes(url).decode("latin-1")
     for secret in (canary, upstream):
         for where, text in [
             ("stdout", gw.stdout()),

@@ -56,6 +56,15 @@ def wait_rows(url: str, n: int, timeout: float = 15.0) -> list[dict[str, Any]]:
         time.sleep(0.1)
 
 
+def sqlite_bytes(url: str) -> bytes:
+    """Every byte SQLite keeps for `url`: the file and its write-ahead log, if any."""
+    from pathlib import Path
+
+    path = Path(url.removeprefix("sqlite:///"))
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The sum of a metric's samples whose labels include `labels` (0 when absent)."""
     from prometheus_client.parser import text_string_to_metric_families
