@@ -133,9 +133,9 @@ class UsageSink:
         """Records accepted since start."""
         return self.writer.queued
 
-    def _observe(self, batch: list[UsageRecord], rows: list[dict[str, Any]]) -> bytes:
+    def _observe(self, batch: list[UsageRecord] | None, rows: list[dict[str, Any]]) -> bytes:
         """Metrics and traces for a batch (off the hot path); returns its audit lines."""
-        self.metrics.usage_queued.inc(len(batch))
+        self.metrics.usage_queued.inc(len(rows))
         for row in rows:
             self.metrics.observe(row)  # rows are scrubbed: a key sent as a model name stays out
         if self.tracing is not None:
@@ -143,10 +143,11 @@ class UsageSink:
         if not self.audit:
             return b""
         lines = []
-        for rec, row in zip(batch, rows, strict=True):
+        for i, row in enumerate(rows):
             line = {"type": "audit", **row}
-            if self.store_content and rec.content is not None:
-                line["content"] = {"request": self._clean(_text(rec.content))}
+            content = batch[i].content if batch is not None else None  # spilled: not kept
+            if self.store_content and content is not None:
+                line["content"] = {"request": self._clean(_text(content))}
             lines.append(orjson.dumps(line) + b"\n")
         return b"".join(lines)
 

@@ -41,6 +41,7 @@ _STORAGE_TIMEOUT_S = 10.0  # one insert may not hold the writer longer than this
 _RETRY_MAX_S = 5.0
 _RETENTION_EVERY_S = 3600.0
 _CHUNK = 1000  # rows per INSERT when draining the spool
+_UNOBSERVED = "_unobserved"  # a spilled row not yet audited or counted in metrics
 
 
 def engine_for(url: str) -> AsyncEngine:
@@ -82,7 +83,7 @@ class UsageWriter:
         self,
         url: str,
         spool: Spool,
-        on_batch: Callable[[list[UsageRecord], list[dict[str, Any]]], bytes],
+        on_batch: Callable[[list[UsageRecord] | None, list[dict[str, Any]]], bytes],
         clean: Callable[[str], str],
         *,
         max_queue: int = 100_000,
@@ -131,7 +132,7 @@ class UsageWriter:
     def _spill(self, rec: UsageRecord) -> None:
         """The queue is full (or the writer has stopped): straight to disk, not away."""
         try:
-            self.spool.append([to_row(rec, self.clean)])
+            self.spool.append([{**to_row(rec, self.clean), _UNOBSERVED: True}])
             self._spool_dirty = True
             self._count("spooled", 1)
         except OSError as exc:
@@ -206,13 +207,25 @@ class UsageWriter:
 
     def _prepare(self, batch: list[UsageRecord]) -> list[dict[str, Any]]:
         rows = [to_row(r, self.clean) for r in batch]
+        self._observe(batch, rows)
+        return rows
+
+    def _observe(self, batch: list[UsageRecord] | None, rows: list[dict[str, Any]]) -> None:
+        """Audit lines, metrics and spans for rows (in a worker thread)."""
         try:
             audit = self.on_batch(batch, rows)
             if audit and self.audit_out is not None:
                 self.audit_out(audit)
         except Exception:
             log.exception("usage observers failed")
-        return rows
+
+    def _observe_spilled(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        """Rows that spilled past a full queue were never audited or counted: do it now,
+        and rewrite the file without their mark so a retry never counts them twice."""
+        fresh = [r for r in rows if r.pop(_UNOBSERVED, False)]
+        if fresh:
+            self._observe(None, fresh)
+            _rewrite(path, rows)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> bool:
         """Insert rows in one transaction; False (and storage marked down) on failure."""
@@ -270,6 +283,7 @@ class UsageWriter:
             return
         for path in await asyncio.to_thread(self.spool.claim):
             rows = await asyncio.to_thread(self.spool.read, path)
+            await asyncio.to_thread(self._observe_spilled, path, rows)
             for i in range(0, len(rows), _CHUNK):
                 if not await self._insert(rows[i : i + _CHUNK]):
                     # Keep what is not in yet; the claimed file stays ours for the next try.
