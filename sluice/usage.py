@@ -9,6 +9,7 @@ before the pipeline are recorded by the dispatcher). `record()` only queues; the
 from __future__ import annotations
 
 import os
+import select
 import sys
 import time
 from collections.abc import Callable
@@ -188,13 +189,37 @@ def spool_dir(settings: Settings) -> str:
 
 
 def _stdout_writer() -> Callable[[bytes], None]:
-    out = sys.stdout.buffer
+    """Writes audit lines straight to fd 1 in whole-line chunks of at most PIPE_BUF bytes:
+    with `--workers N` every worker shares stdout, and only writes that small are atomic on
+    a pipe, so lines from two workers never interleave."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return lambda data: None
 
     def write(data: bytes) -> None:
         try:
-            out.write(data)
-            out.flush()
-        except (OSError, ValueError):
+            for chunk in _line_chunks(data, select.PIPE_BUF):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except OSError:
             pass  # stdout closed: the rows still reach storage
 
     return write
+
+
+def _line_chunks(data: bytes, size: int) -> list[bytes]:
+    """`data` cut at line ends into pieces of at most `size` bytes (a longer line alone)."""
+    chunks: list[bytes] = []
+    start = 0
+    while start < len(data):
+        end = start + size
+        if end >= len(data):
+            chunks.append(data[start:])
+            break
+        cut = data.rfind(b"\n", start, end)
+        cut = cut + 1 if cut >= start else data.find(b"\n", end) + 1 or len(data)
+        chunks.append(data[start:cut])
+        start = cut
+    return chunks

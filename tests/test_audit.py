@@ -116,3 +116,19 @@ def test_store_content_puts_the_scrubbed_request_in_the_audit_line(
     assert SECRET not in gw.stdout()
     assert len(read_rows(url)) >= 1
     assert PROMPT.encode() not in sqlite_bytes(url)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[10, 20, 30], [5000], [4095, 1, 4094, 2], [100] * 200, [0, 0, 9000, 3]],
+    ids=["small", "one-long", "edges", "many", "mixed"],
+)
+def test_audit_chunks_are_whole_lines_within_pipe_buf(sizes: list[int]) -> None:
+    from sluice.usage import _line_chunks
+
+    data = b"".join(b"x" * n + b"\n" for n in sizes)
+    chunks = _line_chunks(data, 4096)
+    assert b"".join(chunks) == data
+    for chunk in chunks:
+        assert chunk.endswith(b"\n")
+        assert len(chunk) <= 4096 or chunk.count(b"\n") == 1  # only a single long line exceeds
