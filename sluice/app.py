@@ -22,6 +22,7 @@ from sluice.providers import registry
 from sluice.providers.base import Adapter
 from sluice.redact import scrub
 from sluice.routes import Route
+from sluice.routes import anthropic as anthropic_routes
 from sluice.routes import observability as observability_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
@@ -74,7 +75,12 @@ class Gateway:
 
 
 def _all_routes() -> list[Route]:
-    return [*openai_routes.ROUTES, *ops_routes.ROUTES, *observability_routes.ROUTES]
+    return [
+        *openai_routes.ROUTES,
+        *anthropic_routes.ROUTES,
+        *ops_routes.ROUTES,
+        *observability_routes.ROUTES,
+    ]
 
 
 class App:

@@ -58,7 +58,7 @@ class _Chat(msgspec.Struct):
 
 
 class _Completion(msgspec.Struct):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | Annotated[list[str | int | list[int]], Meta(min_length=1)]
     model: ModelName | None = None
     provider: str | dict[str, Any] | None = None  # a string is ours; an object is OpenRouter's
     temperature: Temperature | None = None
@@ -77,7 +77,7 @@ class _Completion(msgspec.Struct):
 
 
 class _Embeddings(msgspec.Struct):
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str | int | list[int]]
     model: ModelName | None = None
     provider: str | dict[str, Any] | None = None  # a string is ours; an object is OpenRouter's
     encoding_format: Literal["float", "base64"] | None = None
@@ -151,6 +151,10 @@ def _decode(raw: bytes, kind: type[Any]) -> tuple[Any, dict[str, Any]]:
         raise validation("body", "a JSON body is required")
     try:
         body = msgspec.json.decode(raw)
+    except UnicodeDecodeError:
+        raise validation("body", "invalid UTF-8") from None
+    except RecursionError:
+        raise validation("body", "JSON nested too deeply") from None
     except msgspec.DecodeError as exc:
         text = str(exc)
         if "UTF-8" in text or "utf-8" in text:
@@ -167,12 +171,26 @@ def _decode(raw: bytes, kind: type[Any]) -> tuple[Any, dict[str, Any]]:
     try:
         typed = msgspec.convert(body, kind)
     except msgspec.ValidationError as exc:
-        msg, _, where = str(exc).rpartition(" - at `")
-        if where:
-            field = where.rstrip("`").removeprefix("$").removeprefix(".")
-            raise validation(field, msg) from None
-        raise validation("body", str(exc)) from None
+        raise _field_error(str(exc)) from None
+    except RecursionError:
+        raise validation("body", "JSON nested too deeply") from None
     return typed, body
+
+
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def _field_error(text: str) -> GatewayError:
+    """msgspec's "… - at `$.a[0].b`" → a 400 whose param is `a[0].b`."""
+    msg, sep, where = text.rpartition(" - at `")
+    if not sep:
+        msg, where = text, ""
+    path = where.rstrip("`").removeprefix("$").removeprefix(".")
+    missing = _MISSING.search(msg)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        msg = "required"
+    return validation(path or "body", msg)
 
 
 def parse_chat(raw: bytes) -> ChatRequest:
@@ -229,6 +247,11 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     """Any JSON-object body, for endpoints with their own small shapes."""
     _, body = _decode(raw, dict)
     return body
+
+
+def parse_typed(raw: bytes, kind: type[Any]) -> tuple[Any, dict[str, Any]]:
+    """Any body against a msgspec Struct of its own: (typed view, untyped dict)."""
+    return _decode(raw, kind)
 
 
 def ensure(cond: bool, code: str, message: str, status: int | None = None) -> None:
