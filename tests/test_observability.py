@@ -15,7 +15,9 @@ import pytest
 from sluice import db
 from tests.conftest import Gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
-from tests.usage_helpers import insert_rows, metric_value, read_rows, wait_rows
+from tests.usage_helpers import insert_rows, metric_value, read_rows, storage_url, wait_rows
+
+__all__ = ["storage_url"]  # a fixture: SQLite and PostgreSQL variants
 
 ADMIN = "admin-key-observability-01"
 
@@ -125,9 +127,12 @@ def _usage_cli(gw: Gateway, cwd: Path, *args: str) -> str:
 
 
 def test_admin_usage_and_cli(
-    start_gateway: Callable[..., Gateway], fake_openai: FakeOpenAI, tmp_path: Path
+    start_gateway: Callable[..., Gateway],
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+    storage_url: str,
 ) -> None:
-    url = f"sqlite:///{tmp_path}/admin.db"
+    url = storage_url
     config = openai_config(fake_openai, storage={"url": url}, auth={"admin_key": ADMIN})
     gw = start_gateway(config)
     with httpx.Client(base_url=gw.url, timeout=30) as c:

@@ -11,25 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from sluice import db
 from tests.conftest import Gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
-from tests.usage_helpers import CuttableProxy, metric_value, read_rows, sqlite_bytes, wait_rows
+from tests.usage_helpers import (
+    CuttableProxy,
+    metric_value,
+    read_rows,
+    sqlite_bytes,
+    storage_url,
+    wait_rows,
+)
+
+__all__ = ["storage_url"]  # a fixture: SQLite and PostgreSQL variants
 
 TOKEN = "tok-usage-test-0001"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty storage: a SQLite file or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/usage.db"
-    url: str = request.getfixturevalue("pg_database")
-    db.upgrade(url)
-    return url
 
 
 def _chat(model: str, stream: bool = False) -> dict[str, Any]:

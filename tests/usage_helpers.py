@@ -8,10 +8,21 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sluice import db
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A migrated, empty storage: a SQLite file or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/usage.db"
+    url: str = request.getfixturevalue("pg_database")
+    db.upgrade(url)
+    return url
 
 
 def read_rows(url: str) -> list[dict[str, Any]]:
