@@ -17,6 +17,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -76,6 +77,8 @@ class Metrics:
         self.usage_written = counter("sluice_usage_records_written", "Rows in storage", ())
         self.usage_spooled = counter("sluice_usage_records_spooled", "Rows spooled", ())
         self.usage_dropped = counter("sluice_usage_records_dropped", "Records lost", ())
+        if not self.multiprocess:
+            ProcessCollector(registry=self.registry)  # memory, CPU, open fds of this process
         self._children: dict[tuple[str, str, str, int, str | None], Any] = {}
 
     def set_available(self, providers: dict[str, bool]) -> None:

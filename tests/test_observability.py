@@ -96,7 +96,7 @@ def test_priced_model_cost_metric(
 
 
 def test_metrics_aggregate_over_workers(
-    start_gateway: Callable[..., Gateway], fake_openai: FakeOpenAI
+    start_gateway: Callable[..., Gateway], fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     gw = start_gateway(openai_config(fake_openai), args=["--workers", "2"])
     n = 40
@@ -115,6 +115,8 @@ def test_metrics_aggregate_over_workers(
         again = httpx.get(gw.url + "/metrics", headers={"Connection": "close"}, timeout=10).text
         assert metric_value(again, "sluice_requests_total", status="200") == n
     assert len(gw.wait_audit(n)) == n
+    # Both workers wrote their batches to the one SQLite file.
+    assert len(wait_rows(f"sqlite:///{tmp_path}/sluice-{gw.port}.db", n)) == n
 
 
 def _usage_cli(gw: Gateway, cwd: Path, *args: str) -> str:
