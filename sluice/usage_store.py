@@ -135,7 +135,7 @@ class UsageWriter:
             self.spool.append([{**to_row(rec, self.clean), _UNOBSERVED: True}])
             self._spool_dirty = True
             self._count("spooled", 1)
-        except OSError as exc:
+        except Exception as exc:
             self._count("dropped", 1)
             log.error("usage record lost: queue full and spool unwritable (%s)", exc)
 
@@ -260,7 +260,7 @@ class UsageWriter:
             await asyncio.to_thread(self.spool.append, rows)
             self._spool_dirty = True
             self._count("spooled", len(rows))
-        except OSError as exc:
+        except Exception as exc:  # disk full, permissions: counted, never silent
             self._count("dropped", len(rows))
             log.error("%d usage records lost: spool unwritable (%s)", len(rows), exc)
 
