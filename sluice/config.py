@@ -121,8 +121,9 @@ class CacheConfig(_Strict):
 
 class LoggingConfig(_Strict):
     audit: bool = True
-    # True: each audit line also carries the request body ("content": {"request": ...}),
-    # scrubbed of secrets and cut at 64 KiB. Completions and the database never hold content.
+    # True: each chat/completions/messages audit line also carries the request body
+    # ("content": {"request": ...}), scrubbed of secrets and cut at 64 KiB. Completions and
+    # the database never hold content.
     store_content: bool = False
     retention_days: float = 90.0  # usage rows older than this are deleted; 0 keeps them all
     spool_dir: str | None = None  # where records wait while storage is down

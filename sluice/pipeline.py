@@ -36,7 +36,6 @@ class Operation:
     answer: Callable[[Adapter, bytes, str], tuple[bytes, Usage | None]]
     chat: ChatRequest | None = None
     prompt_chars: int = 0  # for the usage estimate when an upstream reports none
-    body: bytes = b""  # the request as received: logged only with logging.store_content
     # A route with its own wire format (e.g. /v1/messages) reshapes the stream here; the
     # default relays the adapter's canonical SSE. Its error event ends a failed stream.
     relay: Relay | None = None
@@ -58,7 +57,6 @@ def chat_operation(chat: ChatRequest) -> Operation:
         answer=lambda a, data, model: a.chat_response(data, model),
         chat=chat,
         prompt_chars=len(chat.raw),
-        body=chat.raw,
     )
 
 
@@ -71,7 +69,6 @@ def embeddings_operation(req: EmbeddingsRequest) -> Operation:
         build=lambda a, model, key: a.embeddings_request(req, model, key),
         answer=lambda a, data, model: a.embeddings_response(data, model),
         prompt_chars=len(req.raw),
-        body=req.raw,
     )
 
 
@@ -86,8 +83,8 @@ class Pipeline:
         gw = self.gw
         rec = req.usage = new_record(req.request_id, req.method, req.path)
         rec.stream = op.stream
-        if gw.usage.store_content:
-            rec.content = op.body or (op.chat.raw if op.chat is not None else None)
+        if gw.usage.store_content and op.chat is not None:
+            rec.content = op.chat.raw  # logged only with logging.store_content
         # A client that leaves cancels this task, and with it the upstream call (SPEC §6).
         current = asyncio.current_task()
         watcher = asyncio.ensure_future(wait_disconnect(req.receive))
