@@ -23,6 +23,7 @@ from sluice.providers.base import Adapter
 from sluice.redact import scrub
 from sluice.routes import Route
 from sluice.routes import anthropic as anthropic_routes
+from sluice.routes import native as native_routes
 from sluice.routes import observability as observability_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
@@ -56,7 +57,7 @@ class Gateway:
         configured = {name for name, p in settings.providers.items() if p.configured}
         self.router = Router(settings, configured)
         self.prices = Prices(settings)
-        self.upstream = Upstream(settings.server.retry_after_cap_s)
+        self.upstream = Upstream(settings.server.retry_after_cap_s, settings.ai_gateway)
         self.auth = Authenticator(settings)
         self.usage = UsageSink(settings)
         self.pipeline = Pipeline(self)
@@ -79,6 +80,7 @@ def _all_routes() -> list[Route]:
         *openai_routes.ROUTES,
         *anthropic_routes.ROUTES,
         *ops_routes.ROUTES,
+        *native_routes.ROUTES,
         *observability_routes.ROUTES,
     ]
 
