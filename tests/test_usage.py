@@ -28,6 +28,7 @@ __all__ = ["storage_url"]  # a fixture: SQLite and PostgreSQL variants
 
 TOKEN = "tok-usage-test-0001"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NATIVE = "/openai/v1/chat/completions"
 
 
 def _chat(model: str, stream: bool = False) -> dict[str, Any]:
@@ -61,6 +62,14 @@ def _send_every_fault(gw: Gateway) -> dict[str, tuple[int, str | None]]:
         ),
         "noauth": ({"json": _chat("gpt-4o-mini"), "headers": {"Authorization": ""}}, 401, None),
         "reset": ({"json": _chat("gpt-x-reset", True)}, 502, "NETWORK_ERROR"),
+        # Native pass-through records on its own; refused bodies are recorded by the dispatcher.
+        "native": ({"json": _chat("gpt-4o-mini"), "path": NATIVE}, 200, None),
+        "native500": ({"json": _chat("gpt-x-500"), "path": NATIVE}, 500, "EXTERNAL_SERVICE_ERROR"),
+        "nativebase": (
+            {"json": {**_chat("gpt-4o-mini"), "api_base": "http://evil"}, "path": NATIVE},
+            400,
+            "VALIDATION_ERROR",
+        ),
     }
     expected: dict[str, tuple[int, str | None]] = {}
     with httpx.Client(base_url=gw.url, timeout=30) as c:
