@@ -63,3 +63,37 @@ def test_full_queue_spills_to_disk_and_nothing_is_lost(
     assert sorted(a["request_id"] for a in gw.wait_audit(20)) == sorted(
         r["request_id"] for r in rows
     )
+
+
+async def test_a_record_after_shutdown_is_spooled_and_the_next_start_drains_it(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from sluice import db
+    from sluice.usage import new_record
+    from sluice.usage_store import UsageWriter
+    from tests.usage_helpers import read_rows
+
+    url = f"sqlite:///{tmp_path}/late.db"
+    await asyncio.to_thread(db.upgrade, url)
+
+    def writer() -> UsageWriter:
+        return UsageWriter(url, Spool(tmp_path / "sp"), lambda b, rows: b"", lambda s: s)
+
+    first = writer()
+    await first.start()
+    first.put(new_record("in-time", "POST", "/v1/chat/completions"))
+    await first.close()
+    first.put(new_record("late", "POST", "/v1/chat/completions"))  # e.g. a drained stream
+    assert (first.written, first.spooled, first.dropped) == (1, 1, 0)
+    second = writer()
+    await second.start()
+    for _ in range(100):
+        if second.written:
+            break
+        await asyncio.sleep(0.05)
+    await second.close()
+    rows = await asyncio.to_thread(read_rows, url)
+    assert sorted(r["request_id"] for r in rows) == ["in-time", "late"]
+    assert not list((tmp_path / "sp").glob("usage-*"))
