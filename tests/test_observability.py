@@ -53,7 +53,8 @@ def test_metrics_count_requests_tokens_latency_and_attempts(
         assert c.post("/v1/chat/completions", content=b"[").status_code == 400
         flaky = _chat("gpt-x-flaky", user=f"u{time.monotonic_ns()}")
         assert c.post("/v1/chat/completions", json=flaky).status_code == 200
-    text = _wait_metric(gw.url, "sluice_requests_total", 7)
+    # Rows are counted as written only after their whole batch was observed.
+    text = _wait_metric(gw.url, "sluice_usage_records_written_total", 7)
     r = {"provider": "openai", "model": "gpt-4o-mini"}
     assert metric_value(text, "sluice_requests_total", status="200", **r) == 4
     assert metric_value(text, "sluice_requests_total", status="400") == 2
@@ -107,7 +108,7 @@ def test_metrics_aggregate_over_workers(
                 "/v1/chat/completions", json=_chat("gpt-4o-mini"), headers={"Connection": "close"}
             )
             assert r.status_code == 200
-    text = _wait_metric(gw.url, "sluice_requests_total", n)
+    text = _wait_metric(gw.url, "sluice_usage_records_written_total", n)
     assert metric_value(text, "sluice_requests_total", status="200") == n
     assert metric_value(text, "sluice_tokens_total", type="completion") == 6 * n
     # Each scrape may land on either worker; both see the same aggregated totals.
