@@ -62,6 +62,11 @@ def _send_every_fault(gw: Gateway) -> dict[str, tuple[int, str | None]]:
         ),
         "noauth": ({"json": _chat("gpt-4o-mini"), "headers": {"Authorization": ""}}, 401, None),
         "reset": ({"json": _chat("gpt-x-reset", True)}, 502, "NETWORK_ERROR"),
+        "embed": (
+            {"json": {"model": "gpt-embed", "input": "hi"}, "path": "/v1/embeddings"},
+            200,
+            None,
+        ),
         # Native pass-through records on its own; refused bodies are recorded by the dispatcher.
         "native": ({"json": _chat("gpt-4o-mini"), "path": NATIVE}, 200, None),
         "native500": ({"json": _chat("gpt-x-500"), "path": NATIVE}, 500, "EXTERNAL_SERVICE_ERROR"),
