@@ -5,6 +5,7 @@ Fault modes are chosen by the model name's suffix, so parallel tests never share
   -reset (stream breaks after two chunks)  -flaky (500 the first time a `user` value is
   seen, then success)  -echokey (a 401 whose message repeats the Authorization header)
   -nousage (a stream with no usage chunk)  -truncate (stream ends without [DONE])
+  -slowstream (0.2 s between stream chunks, so a client can leave mid-stream)
 Every request is recorded (method, path, headers, body) for assertions via `.requests`.
 """
 
@@ -186,6 +187,8 @@ class FakeOpenAI:
                 assert request.transport is not None
                 request.transport.abort()  # a reset mid-stream
                 return resp
+            if model.endswith("-slowstream"):
+                await asyncio.sleep(0.2)
             await send(
                 {
                     **base,
