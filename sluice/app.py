@@ -14,11 +14,13 @@ from sluice import errors
 from sluice.asgi import JSON_HEADERS, ClientGone, Receive, Request, Scope, Send
 from sluice.auth import Authenticator
 from sluice.config import Settings
+from sluice.drain import Drain
 from sluice.errors import GatewayError
 from sluice.pipeline import Pipeline
 from sluice.pricing import Prices
 from sluice.providers import registry
 from sluice.providers.base import Adapter
+from sluice.readiness import ReadyCheck, StorageProbe
 from sluice.redact import scrub
 from sluice.routes import Route
 from sluice.routes import openai as openai_routes
@@ -43,7 +45,11 @@ _UPSTREAM_HEADERS = frozenset(
 
 
 class Gateway:
-    """The parts of one running gateway."""
+    """The parts of one running gateway.
+
+    `ready_checks`: async callables answering None (ready) or a reason; GET /health/ready is
+    503 while draining or while any of them gives a reason. Append yours; keep them cheap.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -57,12 +63,16 @@ class Gateway:
         self.auth = Authenticator(settings)
         self.usage = UsageSink(settings.logging.audit)
         self.pipeline = Pipeline(self)
+        self.drain = Drain(settings.server.drain_timeout_s)
+        self.ready_checks: list[ReadyCheck] = [StorageProbe(settings.storage.url)]
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
+        self.drain.install()
 
     async def shutdown(self) -> None:
         """Close pools and flush records."""
+        self.drain.uninstall()
         await self.upstream.close()
         await self.usage.close()
 

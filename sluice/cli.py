@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -35,6 +36,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     """Start the gateway."""
     import uvicorn
 
+    from sluice.drain import BACKSTOP_S
+
     settings = _load(config_path)
     if config_path:
         os.environ["SLUICE_CONFIG"] = os.path.abspath(config_path)
@@ -53,7 +56,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         server_header=False,
         date_header=False,
         log_level="warning",
-        timeout_graceful_shutdown=int(settings.server.drain_timeout_s),
+        # The gateway ends in-flight requests itself at drain_timeout_s (sluice/drain.py);
+        # uvicorn's own cancel is only the backstop.
+        timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout_s + BACKSTOP_S),
         h11_max_incomplete_event_size=settings.server.max_request_bytes,
     )
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sluice import errors, tokenizer
 from sluice.asgi import SSE_HEADERS, ClientGone, Request, wait_disconnect
+from sluice.drain import ended_error
 from sluice.errors import GatewayError
 from sluice.providers.base import Adapter, StreamMeter, UpstreamCall, Usage
 from sluice.routing import Plan, Target
@@ -76,6 +77,7 @@ class Pipeline:
         rec.stream = op.stream
         # A client that leaves cancels this task, and with it the upstream call (SPEC §6).
         current = asyncio.current_task()
+        gw.drain.track(current)  # ended with a 503 / error event at the drain deadline
         watcher = asyncio.ensure_future(wait_disconnect(req.receive))
 
         def on_disconnect(fut: asyncio.Future[None]) -> None:
@@ -109,11 +111,16 @@ class Pipeline:
             raise
         except (asyncio.CancelledError, ClientGone):
             gone = watcher.done() and not watcher.cancelled()
+            if not gone and gw.drain.claim(current):  # SPEC §6: drain deadline, no answer yet
+                err = ended_error()
+                rec.status, rec.error_code = err.status, err.code
+                raise err from None
             if not gone or current is None:
                 raise
             current.uncancel()  # the client left: not a shutdown, so finish accounting
             rec.status, rec.error_code = 499, "CLIENT_DISCONNECTED"
         finally:
+            gw.drain.untrack(current)
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
             rec.latency_ms = (time.perf_counter() - req.started) * 1000
@@ -206,11 +213,20 @@ class Pipeline:
                 raise GatewayError("NETWORK_ERROR", "upstream stream ended before it finished")
             await req.end()
         except GatewayError as exc:
-            rec.status, rec.error_code = exc.status, exc.code
-            await req.write(errors.sse_error_event(exc))
-            await req.end()
+            await self._end_stream(req, rec, exc)
+        except asyncio.CancelledError:
+            if not self.gw.drain.claim(asyncio.current_task()):
+                raise
+            await self._end_stream(req, rec, ended_error())  # SPEC §6: drain deadline passed
         finally:
             rec.set_usage(meter.usage or self._estimate_stream(chat, meter), price)
+
+    @staticmethod
+    async def _end_stream(req: Request, rec: UsageRecord, exc: GatewayError) -> None:
+        """End a started stream with one SSE error event and no [DONE]."""
+        rec.status, rec.error_code = exc.status, exc.code
+        await req.write(errors.sse_error_event(exc))
+        await req.end()
 
     @staticmethod
     def _estimate(op: Operation, completion_chars: int) -> Usage:

@@ -5,6 +5,7 @@ Fault modes are chosen by the model name's suffix, so parallel tests never share
   -reset (stream breaks after two chunks)  -flaky (500 the first time a `user` value is
   seen, then success)  -echokey (a 401 whose message repeats the Authorization header)
   -nousage (a stream with no usage chunk)  -truncate (stream ends without [DONE])
+  -slowstream (a stream pacing its chunks `stream_interval` seconds apart: 0.1 by default)
 Every request is recorded (method, path, headers, body) for assertions via `.requests`.
 """
 
@@ -46,6 +47,7 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.chunks = 6
+        self.stream_interval = 0.1
 
     @property
     def url(self) -> str:
@@ -181,7 +183,10 @@ class FakeOpenAI:
                 **extra,
             }
         )
+        paced = model.endswith("-slowstream")
         for i, w in enumerate(words):
+            if paced:
+                await asyncio.sleep(self.stream_interval)
             if model.endswith("-reset") and i == 2:
                 assert request.transport is not None
                 request.transport.abort()  # a reset mid-stream
