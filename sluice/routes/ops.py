@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING
 
 from sluice import __version__
@@ -27,8 +28,9 @@ async def health(gw: Gateway, req: Request) -> None:
 
 
 async def live(gw: Gateway, req: Request) -> None:
-    """GET /health/live: the process is up and its event loop answers (liveness probe)."""
-    await req.json(200, {"status": "ok"})
+    """GET /health/live: the process is up and its event loop answers (liveness probe); the
+    pid tells which worker answered."""
+    await req.json(200, {"status": "ok", "pid": os.getpid()})
 
 
 async def ready(gw: Gateway, req: Request) -> None:
