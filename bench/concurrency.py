@@ -45,6 +45,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def connections_to(pid: int, port: int) -> int:
     """Established TCP connections owned by `pid` whose remote port is `port`."""
     inodes = set()
@@ -117,7 +123,9 @@ async def poll_health(url: str, stop: asyncio.Event, out: list[float]) -> None:
             await asyncio.sleep(0.02)
 
 
-async def run(args: argparse.Namespace, gw_pid: int, gw_url: str, fake_port: int) -> dict[str, Any]:
+async def run(
+    args: argparse.Namespace, gw_pid: int, gw_url: str, fake_port: int, fake_pid: int
+) -> dict[str, Any]:
     await wait_up(gw_url + "/health")
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     timeout = aiohttp.ClientTimeout(total=args.chunks * args.interval * 10 + 60)
@@ -130,13 +138,23 @@ async def run(args: argparse.Namespace, gw_pid: int, gw_url: str, fake_port: int
         await asyncio.sleep(0.5)
         idle_health = list(health)
         started = time.monotonic()
-        tasks = [asyncio.create_task(one_stream(session, gw_url)) for _ in range(args.streams)]
+        cpu_before = (cpu_s(gw_pid), cpu_s(fake_pid), time.process_time())
+        tasks = []
+        for _ in range(args.streams):
+            tasks.append(asyncio.create_task(one_stream(session, gw_url)))
+            if args.ramp:
+                await asyncio.sleep(args.ramp / args.streams)
         peak_rss, peak_conns = rss_before, 0
         while not all(t.done() for t in tasks):
             await asyncio.sleep(0.25)
             peak_rss = max(peak_rss, rss_mb(gw_pid))
             peak_conns = max(peak_conns, connections_to(gw_pid, fake_port))
         wall = time.monotonic() - started
+        cpu = (
+            cpu_s(gw_pid) - cpu_before[0],
+            cpu_s(fake_pid) - cpu_before[1],
+            time.process_time() - cpu_before[2],
+        )
         results = [t.result() for t in tasks if not t.exception()]
         errors = [repr(t.exception()) for t in tasks if t.exception()]
         busy_health = health[len(idle_health) :]
@@ -154,7 +172,14 @@ async def run(args: argparse.Namespace, gw_pid: int, gw_url: str, fake_port: int
         "streams": args.streams,
         "chunks_per_stream": args.chunks,
         "chunk_interval_s": args.interval,
+        "ramp_s": args.ramp,
         "wall_s": round(wall, 2),
+        "cpu_s": {
+            "gateway": round(cpu[0], 2),
+            "fake_upstream": round(cpu[1], 2),
+            "client": round(cpu[2], 2),
+        },
+        "load_avg_1m": os.getloadavg()[0],
         "ideal_stream_s": round(args.chunks * args.interval, 2),
         "completed_with_done": sum(1 for r in results if r["status"] == 200 and r["done"]),
         "client_errors": errors[:5],
@@ -184,6 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--ramp", type=float, default=0, help="open the streams over this long")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between chunks")
     parser.add_argument(
         "--keepalive-wait", type=float, default=35, help="then count upstream connections again"
@@ -227,7 +253,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        result = asyncio.run(run(args, gw.pid, f"http://127.0.0.1:{gw_port}", fake_port))
+        result = asyncio.run(run(args, gw.pid, f"http://127.0.0.1:{gw_port}", fake_port, fake.pid))
     finally:
         for proc in (gw, fake):
             proc.send_signal(signal.SIGTERM)
