@@ -23,6 +23,7 @@ from sluice.providers.base import Adapter
 from sluice.readiness import ReadyCheck, StorageProbe
 from sluice.redact import scrub
 from sluice.routes import Route
+from sluice.routes import anthropic as anthropic_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
@@ -78,7 +79,7 @@ class Gateway:
 
 
 def _all_routes() -> list[Route]:
-    return [*openai_routes.ROUTES, *ops_routes.ROUTES]
+    return [*openai_routes.ROUTES, *anthropic_routes.ROUTES, *ops_routes.ROUTES]
 
 
 class App:

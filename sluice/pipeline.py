@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,15 @@ class Operation:
     answer: Callable[[Adapter, bytes, str], tuple[bytes, Usage | None]]
     chat: ChatRequest | None = None
     prompt_chars: int = 0  # for the usage estimate when an upstream reports none
+    # A route with its own wire format (e.g. /v1/messages) reshapes the stream here; the
+    # default relays the adapter's canonical SSE. Its error event ends a failed stream.
+    relay: Relay | None = None
+    stream_error: Callable[[GatewayError], bytes] = errors.sse_error_event
+
+
+Relay = Callable[
+    [Adapter, AsyncIterator[bytes], ChatRequest, str, StreamMeter], AsyncIterator[bytes]
+]
 
 
 def chat_operation(chat: ChatRequest) -> Operation:
@@ -101,9 +110,7 @@ class Pipeline:
             rec.provider, rec.upstream_model = target.provider, target.model
             req.add_header("x-sluice-provider", target.provider)
             if op.stream and op.chat is not None:
-                await self._stream(
-                    req, op.chat, opened, target, adapter, plan, rec, upstream_started
-                )
+                await self._stream(req, op, opened, target, adapter, plan, rec, upstream_started)
             else:
                 await self._answer(req, op, opened, target, adapter, plan, rec, upstream_started)
         except GatewayError as exc:
@@ -186,7 +193,7 @@ class Pipeline:
     async def _stream(
         self,
         req: Request,
-        chat: ChatRequest,
+        op: Operation,
         opened: Opened,
         target: Target,
         adapter: Adapter,
@@ -197,6 +204,12 @@ class Pipeline:
         """Relay a stream event by event; a failure after the first byte ends it with one
         error event and no [DONE] (SPEC §6)."""
         meter = StreamMeter()
+        chat = op.chat
+        assert chat is not None
+        if op.relay is not None:
+            pieces = op.relay(adapter, opened.chunks(), chat, plan.model, meter)
+        else:
+            pieces = adapter.chat_stream(opened.chunks(), chat, plan.model, meter)
         upstream_s = time.perf_counter() - upstream_started
         rec.overhead_ms = (time.perf_counter() - req.started - upstream_s) * 1000
         req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
@@ -204,7 +217,7 @@ class Pipeline:
         price = self.gw.prices.lookup(plan.model, target, plan.entry)
         try:
             first = True
-            async for piece in adapter.chat_stream(opened.chunks(), chat, plan.model, meter):
+            async for piece in pieces:
                 if first:
                     rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
                     first = False
@@ -213,19 +226,19 @@ class Pipeline:
                 raise GatewayError("NETWORK_ERROR", "upstream stream ended before it finished")
             await req.end()
         except GatewayError as exc:
-            await self._end_stream(req, rec, exc)
+            await self._end_stream(req, rec, op, exc)
         except asyncio.CancelledError:
             if not self.gw.drain.claim(asyncio.current_task()):
                 raise
-            await self._end_stream(req, rec, ended_error())  # SPEC §6: drain deadline passed
+            await self._end_stream(req, rec, op, ended_error())  # SPEC §6: drain deadline passed
         finally:
             rec.set_usage(meter.usage or self._estimate_stream(chat, meter), price)
 
     @staticmethod
-    async def _end_stream(req: Request, rec: UsageRecord, exc: GatewayError) -> None:
-        """End a started stream with one SSE error event and no [DONE]."""
+    async def _end_stream(req: Request, rec: UsageRecord, op: Operation, exc: GatewayError) -> None:
+        """End a started stream with one error event in the route's shape and no [DONE]."""
         rec.status, rec.error_code = exc.status, exc.code
-        await req.write(errors.sse_error_event(exc))
+        await req.write(op.stream_error(exc))
         await req.end()
 
     @staticmethod

@@ -249,6 +249,11 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def parse_typed(raw: bytes, kind: type[Any]) -> tuple[Any, dict[str, Any]]:
+    """Any body against a msgspec Struct of its own: (typed view, untyped dict)."""
+    return _decode(raw, kind)
+
+
 def ensure(cond: bool, code: str, message: str, status: int | None = None) -> None:
     """Raise a GatewayError unless `cond` holds."""
     if not cond:

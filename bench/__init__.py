@@ -1,0 +1,1 @@
+"""`make bench`: Sluice against the bare upstream, nginx, LiteLLM and Portkey."""

@@ -1,0 +1,130 @@
+"""One-off: CPU cost per upstream request of aiohttp, pyreqwest and httpx (not in `make bench`).
+
+    python -m bench.experiments.clients [--seconds 5] [--conns 64]
+
+Each client, in turn, runs in this process pinned to core 0 and POSTs the bench body to the
+bench's nginx upstream (core 1) from `--conns` concurrent tasks. Reported: requests/s and
+CPU microseconds per request (process CPU time ÷ requests, threads included: the figure that
+matters on a busy machine, where wall-clock rates are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import uvloop
+
+from bench import procs, systems
+
+HERE = Path(__file__).resolve().parent.parent
+BODY = b'{"model":"gpt-bench","messages":[{"role":"user","content":"hi"}],"max_tokens":32}'
+HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+
+Post = Callable[[], Awaitable[int]]
+
+
+async def drive(post: Post, conns: int, seconds: float) -> tuple[int, int, float, float]:
+    """`conns` tasks calling `post` until time is up: (ok, failed, wall s, cpu s)."""
+    ok = failed = 0
+    end = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal ok, failed
+        while time.monotonic() < end:
+            try:
+                status = await post()
+            except Exception:
+                status = 0
+            if status == 200:
+                ok += 1
+            else:
+                failed += 1
+
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return ok, failed, time.monotonic() - wall0, time.process_time() - cpu0
+
+
+async def with_aiohttp(url: str, conns: int, seconds: float) -> tuple[int, int, float, float]:
+    """aiohttp.ClientSession, as sluice/upstream.py configures it."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as s:
+        timeout = aiohttp.ClientTimeout(total=30)
+
+        async def post() -> int:
+            async with s.post(url, data=BODY, headers=HEADERS, timeout=timeout) as r:
+                await r.read()
+                return r.status
+
+        await drive(post, conns, 0.5)
+        return await drive(post, conns, seconds)
+
+
+async def with_pyreqwest(url: str, conns: int, seconds: float) -> tuple[int, int, float, float]:
+    """pyreqwest (Rust reqwest/hyper on a tokio thread)."""
+    from pyreqwest.client import ClientBuilder
+
+    async with ClientBuilder().http1_only().build() as client:
+
+        async def post() -> int:
+            r = await client.post(url).headers(HEADERS).body_bytes(BODY).build().send()
+            await r.bytes()
+            return int(r.status)
+
+        await drive(post, conns, 0.5)
+        return await drive(post, conns, seconds)
+
+
+async def with_httpx(url: str, conns: int, seconds: float) -> tuple[int, int, float, float]:
+    """httpx.AsyncClient."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def post() -> int:
+            r = await client.post(url, content=BODY, headers=HEADERS)
+            return r.status_code
+
+        await drive(post, conns, 0.5)
+        return await drive(post, conns, seconds)
+
+
+CLIENTS = {"aiohttp": with_aiohttp, "pyreqwest": with_pyreqwest, "httpx": with_httpx}
+
+
+def main() -> None:
+    """Start the nginx upstream, measure each client, print a table."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--conns", type=int, default=64)
+    args = ap.parse_args()
+    workdir = HERE / ".work" / "clients"
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs.pin_self()  # the upstream inherits core 1 ...
+    up = systems.start_upstreams(workdir, 5.0)
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {int(procs.GATEWAY_CORE)})  # ... the clients run on core 0
+    url = up.json_base + "/chat/completions"
+    print("| client | req/s | CPU µs / request | failed |\n|---|---|---|---|")
+    try:
+        for name, fn in CLIENTS.items():
+            try:
+                ok, failed, wall, cpu = uvloop.run(fn(url, args.conns, args.seconds))
+            except Exception as exc:
+                print(f"| {name} | not run: {type(exc).__name__}: {exc} | | |")
+                continue
+            print(f"| {name} | {ok / wall:,.0f} | {1e6 * cpu / max(ok, 1):.0f} | {failed} |")
+    finally:
+        up.stop()
+
+
+if __name__ == "__main__":
+    main()
