@@ -32,9 +32,10 @@ def paced_fake() -> Iterator[FakeOpenAI]:
 class Call(threading.Thread):
     """One request in a background thread: the status, the SSE data lines, the time taken."""
 
-    def __init__(self, url: str, model: str, stream: bool = True) -> None:
+    def __init__(self, url: str, model: str, stream: bool = True, path: str = "") -> None:
         super().__init__(daemon=True)
         self.url, self.model, self.stream = url, model, stream
+        self.path = path or "/v1/chat/completions"
         self.status = 0
         self.data: list[str] = []
         self.body: dict[str, Any] = {}
@@ -47,12 +48,11 @@ class Call(threading.Thread):
             "model": self.model,
             "stream": self.stream,
             "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 100,
         }
         started = time.monotonic()
         try:
-            with httpx.stream(
-                "POST", self.url + "/v1/chat/completions", json=payload, timeout=60
-            ) as resp:
+            with httpx.stream("POST", self.url + self.path, json=payload, timeout=60) as resp:
                 self.status = resp.status_code
                 if not self.stream:
                     self.body = orjson.loads(resp.read())
@@ -119,14 +119,15 @@ def test_requests_past_the_drain_window_end_with_one_error(
     try:
         stream = Call(gw.url, "gpt-4o-slowstream")
         hanging = Call(gw.url, "gpt-4o-hang", stream=False)  # upstream answers after 60 s
-        stream.start()
-        hanging.start()
-        assert stream.first.wait(10)
+        messages = Call(gw.url, "gpt-4o-slowstream", path="/v1/messages")  # Anthropic's shape
+        for call in (stream, hanging, messages):
+            call.start()
+        assert stream.first.wait(10) and messages.first.wait(10)
         time.sleep(0.3)  # let the non-streamed one reach the upstream
         signalled = time.monotonic()
         gw.proc.send_signal(signal.SIGTERM)
-        stream.join(15)
-        hanging.join(15)
+        for call in (stream, hanging, messages):
+            call.join(15)
         took = time.monotonic() - signalled
         assert 1.3 < took < 4.5, took
         # The stream: data so far intact, then exactly one error event, and no [DONE].
@@ -142,15 +143,19 @@ def test_requests_past_the_drain_window_end_with_one_error(
         assert hanging.error is None
         assert hanging.status == 503
         assert hanging.body["error"]["code"] == "SERVICE_UNAVAILABLE"
+        # /v1/messages: its stream ends with Anthropic's one `error` event.
+        assert messages.error is None and messages.status == 200
+        last = orjson.loads(messages.data[-1])
+        assert last["type"] == "error" and last["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert sum(1 for d in messages.data if orjson.loads(d)["type"] == "error") == 1
         assert _wait_exit(gw, 10) == 0
         statuses = sorted(
-            (a["stream"], a["status"], a["error_code"])
-            for a in gw.audit()
-            if a["path"] == "/v1/chat/completions"
+            (a["path"], a["stream"], a["status"], a["error_code"]) for a in gw.audit()
         )
         assert statuses == [
-            (False, 503, "SERVICE_UNAVAILABLE"),
-            (True, 503, "SERVICE_UNAVAILABLE"),
+            ("/v1/chat/completions", False, 503, "SERVICE_UNAVAILABLE"),
+            ("/v1/chat/completions", True, 503, "SERVICE_UNAVAILABLE"),
+            ("/v1/messages", True, 503, "SERVICE_UNAVAILABLE"),
         ]
     finally:
         gw.stop()
