@@ -1,14 +1,15 @@
 """SPEC §7 concurrency check: N concurrent streams against one gateway instance.
 
-    python -m bench.concurrency --streams 500 --chunks 20 --interval 0.25
+    python -m bench.concurrency --streams 500 --chunk-ms 500
 
-Starts the fake upstream (tests/fakes/openai_fake.py, `-slowstream` pacing) and one
-`sluice serve` in subprocesses, opens every stream at once, and while they run polls
-GET /health on its own connection. Reports: time to first byte of the streams (no
-queueing means it stays near the upstream's own first-chunk time), /health latency
-p50/p99/max, the gateway's RSS before/peak/after, and its established connections to the
-upstream at peak, just after, and once the pool's keep-alive has expired. Not part of the
-test suite: it loads the machine for a few seconds.
+Starts the stream upstream (bench/upstream.py: 20 chunks `--chunk-ms` apart, so a stream
+lasts 20 × chunk-ms) and one `sluice serve` in subprocesses, opens every stream at once (or
+over `--ramp` seconds), and while they run polls GET /health on its own connection.
+Reports: time to first byte of the streams (no queueing means it stays near the upstream's
+own first-chunk time), /health latency p50/p99/max, CPU seconds of each process, the
+gateway's RSS before/peak/after, and its established connections to the upstream at peak,
+just after, and once the pool's keep-alive has expired. Not part of the test suite: it
+loads the machine for as long as the streams last.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from typing import Any
 
 import aiohttp
 
+from bench.upstream import CHUNKS
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def stream_s(args: argparse.Namespace) -> float:
+    """How long one stream lasts at the upstream's pacing (20 chunks)."""
+    return float(CHUNKS * args.chunk_ms / 1000)
 
 
 def free_port() -> int:
@@ -92,7 +100,7 @@ async def wait_up(url: str, timeout: float = 30) -> None:
 
 async def one_stream(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     body = {
-        "model": "gpt-4o-slowstream",
+        "model": "gpt-bench",
         "stream": True,
         "messages": [{"role": "user", "content": "hello"}],
     }
@@ -128,7 +136,7 @@ async def run(
 ) -> dict[str, Any]:
     await wait_up(gw_url + "/health")
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    timeout = aiohttp.ClientTimeout(total=args.chunks * args.interval * 10 + 60)
+    timeout = aiohttp.ClientTimeout(total=stream_s(args) * 10 + 60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await one_stream(session, gw_url)  # warm the pools and imports
         rss_before = rss_mb(gw_pid)
@@ -170,8 +178,7 @@ async def run(
     ttfbs = [r["ttfb"] * 1000 for r in results if r["ttfb"] is not None]
     return {
         "streams": args.streams,
-        "chunks_per_stream": args.chunks,
-        "chunk_interval_s": args.interval,
+        "chunk_ms": args.chunk_ms,
         "ramp_s": args.ramp,
         "wall_s": round(wall, 2),
         "cpu_s": {
@@ -180,7 +187,7 @@ async def run(
             "client": round(cpu[2], 2),
         },
         "load_avg_1m": os.getloadavg()[0],
-        "ideal_stream_s": round(args.chunks * args.interval, 2),
+        "ideal_stream_s": round(stream_s(args), 2),
         "completed_with_done": sum(1 for r in results if r["status"] == 200 and r["done"]),
         "client_errors": errors[:5],
         "ttfb_ms": {"p50": pct(ttfbs, 0.5), "p99": pct(ttfbs, 0.99), "max": max(ttfbs or [0])},
@@ -208,9 +215,8 @@ async def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=500)
-    parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--chunk-ms", type=float, default=500, help="upstream chunk pacing")
     parser.add_argument("--ramp", type=float, default=0, help="open the streams over this long")
-    parser.add_argument("--interval", type=float, default=0.25, help="seconds between chunks")
     parser.add_argument(
         "--keepalive-wait", type=float, default=35, help="then count upstream connections again"
     )
@@ -221,11 +227,6 @@ def main() -> None:
     fake_port, gw_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("SLUICE_CONFIG", None)
-    fake_env = {
-        **env,
-        "FAKE_CHUNKS": str(args.chunks),
-        "FAKE_STREAM_INTERVAL": str(args.interval),
-    }
     cfg = work / "sluice.yaml"
     cfg.write_text(
         json.dumps(
@@ -244,7 +245,12 @@ def main() -> None:
         )
     )
     fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_fake", str(fake_port)], cwd=ROOT, env=fake_env
+        [
+            *(sys.executable, "-m", "bench.upstream"),
+            *("--port", str(fake_port), "--chunk-ms", str(args.chunk_ms)),
+        ],
+        cwd=ROOT,
+        env=env,
     )
     gw = subprocess.Popen(
         [sys.executable, "-m", "sluice", "serve", "--config", str(cfg), "--port", str(gw_port)],

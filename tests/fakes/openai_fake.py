@@ -297,11 +297,8 @@ class FakeOpenAI:
 
 
 if __name__ == "__main__":  # run standalone: python -m tests.fakes.openai_fake PORT
-    import os
     import sys
 
     fake = FakeOpenAI()
-    fake.chunks = int(os.environ.get("FAKE_CHUNKS", fake.chunks))
-    fake.stream_interval = float(os.environ.get("FAKE_STREAM_INTERVAL", fake.stream_interval))
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     web.run_app(fake.app(), host="127.0.0.1", port=port, access_log=None, print=None)
