@@ -36,18 +36,16 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     """Start the gateway."""
     import uvicorn
 
-    from sluice.drain import BACKSTOP_S
+    from sluice.drain import BACKSTOP_S, run_workers
 
     settings = _load(config_path)
     if config_path:
         os.environ["SLUICE_CONFIG"] = os.path.abspath(config_path)
-    host = host or settings.server.host
-    port = port or settings.server.port
-    uvicorn.run(
+    config = uvicorn.Config(
         "sluice.app:factory",
         factory=True,
-        host=host,
-        port=port,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
         workers=workers if workers > 1 else None,
         loop="uvloop",
         http="httptools",
@@ -61,6 +59,13 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout_s + BACKSTOP_S),
         h11_max_incomplete_event_size=settings.server.max_request_bytes,
     )
+    if workers > 1:
+        run_workers(config)
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: it could not start (e.g. the port is taken)
 
 
 @main.command()

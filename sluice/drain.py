@@ -113,3 +113,26 @@ def ended_error() -> GatewayError:
     return GatewayError(
         "SERVICE_UNAVAILABLE", "the gateway is shutting down; retry the request on another instance"
     )
+
+
+def run_workers(config: Any) -> None:
+    """uvicorn's multi-process supervisor (`--workers N`), except that on SIGTERM/SIGINT it
+    closes its own copy of the listening socket before signalling the workers: otherwise the
+    socket stays open in the supervisor while the workers drain, and new connections are
+    accepted by the kernel and left unanswered instead of being refused."""
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def handle_term(self) -> None:
+            self._stop_listening()
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            self._stop_listening()
+            super().handle_int()
+
+        def _stop_listening(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+
+    Supervisor(config, sockets=[config.bind_socket()]).run()

@@ -76,7 +76,7 @@ def test_importing_the_app_leaves_heavy_modules_for_later() -> None:
 @pytest.mark.timeout(90)
 def test_two_workers_both_serve_and_both_drain(tmp_path: Path) -> None:
     fake = FakeOpenAI().start()
-    fake.chunks, fake.stream_interval = 12, 0.1
+    fake.chunks, fake.stream_interval = 25, 0.1
     cfg = openai_config(fake, server={"drain_timeout_s": 10})
     gw = launch_gateway(tmp_path, cfg, args=["--workers", "2"])
     try:
@@ -97,6 +97,10 @@ def test_two_workers_both_serve_and_both_drain(tmp_path: Path) -> None:
         for s in streams:
             assert s.first.wait(10)
         gw.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # the supervisor looks at its signals every 0.5 s
+        # New connections are refused, not queued unanswered behind a draining worker.
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(gw.url + "/health/live", timeout=3)
         for s in streams:
             s.join(20)
             assert s.error is None and s.status == 200
