@@ -22,11 +22,13 @@ from sluice.providers import registry
 from sluice.providers.base import Adapter
 from sluice.readiness import ReadyCheck, StorageProbe
 from sluice.redact import scrub
-from sluice.routes import Route
+from sluice.routes import Route, admin, byok, register
 from sluice.routes import anthropic as anthropic_routes
+from sluice.routes import native as native_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
+from sluice.store import Store
 from sluice.upstream import Upstream
 from sluice.usage import UsageSink
 
@@ -60,8 +62,9 @@ class Gateway:
         configured = {name for name, p in settings.providers.items() if p.configured}
         self.router = Router(settings, configured)
         self.prices = Prices(settings)
-        self.upstream = Upstream(settings.server.retry_after_cap_s)
-        self.auth = Authenticator(settings)
+        self.upstream = Upstream(settings.server.retry_after_cap_s, settings.ai_gateway)
+        self.store = Store(settings.storage.url)
+        self.auth = Authenticator(settings, self.store)
         self.usage = UsageSink(settings.logging.audit)
         self.pipeline = Pipeline(self)
         self.drain = Drain(settings.server.drain_timeout_s)
@@ -70,16 +73,27 @@ class Gateway:
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
         self.drain.install()
+        await self.auth.start()
 
     async def shutdown(self) -> None:
         """Close pools and flush records."""
         self.drain.uninstall()
         await self.upstream.close()
         await self.usage.close()
+        await self.auth.close()
+        await self.store.close()
 
 
 def _all_routes() -> list[Route]:
-    return [*openai_routes.ROUTES, *anthropic_routes.ROUTES, *ops_routes.ROUTES]
+    return [
+        *openai_routes.ROUTES,
+        *anthropic_routes.ROUTES,
+        *ops_routes.ROUTES,
+        *native_routes.ROUTES,
+        *admin.ROUTES,
+        *byok.ROUTES,
+        *register.ROUTES,
+    ]
 
 
 class App:
@@ -135,8 +149,10 @@ class App:
                 return
         route = self.route(req.path)
         try:
+            if admin.is_admin_path(req):  # on the raw path, whatever route matched (SPEC §6)
+                self.gw.auth.require_admin(req)
             if route is None:
-                raise GatewayError("NOT_FOUND", f"no endpoint at {req.path}")
+                raise GatewayError("NOT_FOUND", f"no endpoint at {scrub(req.path)}")
             if req.method not in route.methods:
                 raise GatewayError(
                     "METHOD_NOT_ALLOWED", f"{req.method} is not allowed on {req.path}"
@@ -149,7 +165,7 @@ class App:
         except ClientGone:
             return
         except Exception as exc:
-            log.error("unhandled error on %s: %s", req.path, scrub(traceback.format_exc()))
+            log.error("unhandled error on %s: %s", scrub(req.path), scrub(traceback.format_exc()))
             await self._error(
                 req, route, GatewayError("INTERNAL_ERROR", f"internal error ({type(exc).__name__})")
             )

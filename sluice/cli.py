@@ -1,4 +1,4 @@
-"""The `sluice` command (SPEC §1): serve, check."""
+"""The `sluice` command (SPEC §1): serve, check, db, keys."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     settings = _load(config_path)
     if config_path:
         os.environ["SLUICE_CONFIG"] = os.path.abspath(config_path)
+    if settings.storage.url.startswith("sqlite"):
+        # SQLite migrates itself here, once, before any worker starts; PostgreSQL is
+        # migrated by `sluice db upgrade` as a deploy step.
+        from sluice import db as storage
+
+        storage.upgrade(settings.storage.url)
     config = uvicorn.Config(
         "sluice.app:factory",
         factory=True,
@@ -112,3 +118,12 @@ def db_upgrade(config_path: str | None) -> None:
     settings = _load(config_path)
     storage.upgrade(settings.storage.url)
     click.echo("storage is at the latest schema")
+
+
+def _add_keys() -> None:
+    from sluice.auth.cli import keys
+
+    main.add_command(keys)
+
+
+_add_keys()

@@ -16,6 +16,7 @@ from sluice import errors, tokenizer
 from sluice.asgi import SSE_HEADERS, ClientGone, Request, wait_disconnect
 from sluice.drain import ended_error
 from sluice.errors import GatewayError
+from sluice.providers import canonical
 from sluice.providers.base import Adapter, StreamMeter, UpstreamCall, Usage
 from sluice.routing import Plan, Target
 from sluice.schema import ChatRequest, EmbeddingsRequest
@@ -55,7 +56,7 @@ def chat_operation(chat: ChatRequest) -> Operation:
         chat.provider,
         chat.stream,
         build=lambda a, model, key: a.chat_request(chat, model, key),
-        answer=lambda a, data, model: a.chat_response(data, model),
+        answer=lambda a, data, model: canonical.answer(a, chat, data, model),
         chat=chat,
         prompt_chars=len(chat.raw),
     )
@@ -68,7 +69,7 @@ def embeddings_operation(req: EmbeddingsRequest) -> Operation:
         req.provider,
         False,
         build=lambda a, model, key: a.embeddings_request(req, model, key),
-        answer=lambda a, data, model: a.embeddings_response(data, model),
+        answer=lambda a, data, model: canonical.embeddings_answer(a, req, data, model),
         prompt_chars=len(req.raw),
     )
 
@@ -95,7 +96,7 @@ class Pipeline:
 
         watcher.add_done_callback(on_disconnect)
         try:
-            principal = gw.auth.authenticate(req)
+            principal = await gw.auth.authenticate(req)
             rec.team, rec.key_id, rec.user, rec.session = (
                 principal.team,
                 principal.key_id,
@@ -152,8 +153,15 @@ class Pipeline:
                 continue
             call = op.build(adapter, target.model, key)
             try:
+                secrets = (key, adapter.config.api_key or "")
+                meta = {
+                    "team": rec.team,
+                    "key_id": rec.key_id,
+                    "user": rec.user,
+                    "session": rec.session,
+                }
                 opened = await gw.upstream.open(
-                    target.provider, adapter, call, deadline, (key, adapter.config.api_key or "")
+                    target.provider, adapter, call, deadline, secrets, meta
                 )
             except GatewayError as exc:
                 rec.attempts += exc.attempts

@@ -243,6 +243,20 @@ def parse_embeddings(raw: bytes) -> EmbeddingsRequest:
     )
 
 
+def refuse_upstream_fields(raw: bytes) -> None:
+    """400 when a JSON body names an upstream address at any depth (SPEC §6); for bodies
+    that are otherwise forwarded untouched (native pass-through)."""
+    if not _SUSPECT.search(raw):
+        return
+    try:
+        body = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return  # not JSON: the provider answers it
+    where = _find_upstream_field(body, "")
+    if where:
+        raise validation(where, "the upstream is chosen by configuration, not by the request")
+
+
 def parse_object(raw: bytes) -> dict[str, Any]:
     """Any JSON-object body, for endpoints with their own small shapes."""
     _, body = _decode(raw, dict)

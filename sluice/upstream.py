@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
+import orjson
 
 from sluice.errors import GatewayError
 from sluice.providers.base import Adapter, UpstreamCall
 from sluice.redact import scrub
+
+if TYPE_CHECKING:
+    from sluice.config import AiGatewayConfig
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -63,8 +68,11 @@ class Opened:
 class Upstream:
     """Owns the HTTP sessions; one per provider name."""
 
-    def __init__(self, retry_after_cap_s: float = 10.0) -> None:
+    def __init__(
+        self, retry_after_cap_s: float = 10.0, ai_gateway: AiGatewayConfig | None = None
+    ) -> None:
         self.retry_after_cap_s = retry_after_cap_s
+        self.ai_gateway = ai_gateway
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self.attempts_total = 0
         self.retries_total = 0
@@ -95,9 +103,16 @@ class Upstream:
         call: UpstreamCall,
         deadline: float,
         secrets: tuple[str, ...],
+        metadata: Mapping[str, str | None] | None = None,
     ) -> Opened:
-        """Send `call`, retrying per SPEC §6 until a 2xx, a final error, or the deadline."""
-        url = adapter.base_url + call.path
+        """Send `call`, retrying per SPEC §6 until a 2xx, a final error, or the deadline.
+
+        `metadata` (team, key id, user, session) rides to a Cloudflare AI Gateway when one
+        is in use; its token is scrubbed from error messages like the provider key.
+        """
+        url, call = self.address(adapter, call, metadata)
+        if self.ai_gateway is not None and self.ai_gateway.token:
+            secrets = (*secrets, self.ai_gateway.token)
         retries = max(0, adapter.config.max_retries)
         attempt = 0
         while True:
@@ -126,6 +141,27 @@ class Upstream:
                 raise err
             self.retries_total += 1
             await asyncio.sleep(delay)
+
+    def address(
+        self, adapter: Adapter, call: UpstreamCall, metadata: Mapping[str, str | None] | None
+    ) -> tuple[str, UpstreamCall]:
+        """The URL for `call`: the provider's base URL, or the AI Gateway's provider path
+        with its token and metadata headers (seed 003;
+        https://developers.cloudflare.com/ai-gateway/configuration/authentication/ and
+        https://developers.cloudflare.com/ai-gateway/observability/custom-metadata/ , which
+        keeps at most five string/number/boolean entries)."""
+        gw = self.ai_gateway
+        path = adapter.ai_gateway_path(call.path) if gw is not None else None
+        if gw is None or path is None:
+            return adapter.base_url + call.path, call
+        headers = dict(call.headers)
+        if gw.token:
+            headers["cf-aig-authorization"] = f"Bearer {gw.token}"
+        meta = {k: v for k, v in (metadata or {}).items() if v is not None}
+        if meta:
+            headers["cf-aig-metadata"] = orjson.dumps(meta).decode()
+        sent = UpstreamCall(call.method, path, headers, call.body, call.stream, call.query)
+        return gw.url.rstrip("/") + path, sent
 
     def _backoff(self, attempt: int, err: GatewayError) -> float | None:
         """Jittered exponential backoff; Retry-After honoured up to the cap, else give up."""

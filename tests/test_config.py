@@ -143,3 +143,12 @@ def test_check_cli_ok_and_error(tmp_path: Path) -> None:
     res = _check(["--config", str(bad)])
     assert res.returncode == 1
     assert "models[0].provider" in res.stderr
+
+
+def test_env_only_cloudflare_default_model() -> None:
+    """Seed 001: Workers AI is the default provider with Llama 4 Scout."""
+    s = config.from_env({"CLOUDFLARE_API_TOKEN": "t", "CLOUDFLARE_ACCOUNT_ID": "acc"})
+    r = Router(s, {n for n, p in s.providers.items() if p.configured})
+    assert s.default_model == "@cf/meta/llama-4-scout-17b-16e-instruct"
+    assert r.plan(None).targets[0].provider == "cloudflare"
+    assert r.plan("@cf/meta/llama-3.1-8b-instruct").targets[0].provider == "cloudflare"

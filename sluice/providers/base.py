@@ -81,6 +81,11 @@ class Adapter:
     env_providers: ClassVar[tuple[EnvProvider, ...]] = ()
     default_routes: ClassVar[tuple[tuple[str, str], ...]] = ()  # (glob, provider name)
     embeddings: ClassVar[bool] = False
+    completions: ClassVar[bool] = False  # speaks legacy /completions itself (else via chat)
+    native_prefix: ClassVar[str | None] = None  # `/{prefix}/...` passes through (SPEC §4)
+    # Cloudflare AI Gateway provider slug for each default base URL this kind can use:
+    # e.g. https://developers.cloudflare.com/ai-gateway/providers/google-ai-studio/
+    ai_gateway_slugs: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -139,6 +144,29 @@ class Adapter:
     def native_stream_usage(self, data: bytes, acc: Usage) -> None:
         """Fold one native stream event's `data:` payload into `acc` (providers report usage
         at different points of a stream)."""
+
+    def native_path(self, rest: str) -> str:
+        """A native request's path (after the prefix) → the path under `base_url`.
+
+        Clients write the provider's full path (`/openai/v1/chat/completions`, seed 003) while
+        a base URL may already end in it (`.../v1`): the longest such overlap is dropped once.
+        """
+        base_path = "/" + self.base_url.split("://", 1)[-1].partition("/")[2]
+        segments = [s for s in base_path.split("/") if s]
+        for i in range(len(segments)):
+            tail = "/" + "/".join(segments[i:])
+            if rest == tail or rest.startswith(tail + "/"):
+                return rest[len(tail) :]
+        return rest
+
+    def ai_gateway_path(self, path: str) -> str | None:
+        """This call's path under a Cloudflare AI Gateway, or None when it goes direct.
+
+        Only a provider on its default base URL is sent through the gateway: a self-hosted
+        or test base URL is not one of the gateway's providers.
+        """
+        slug = self.ai_gateway_slugs.get(self.base_url)
+        return f"/{slug}{path}" if slug else None
 
     # --- errors -------------------------------------------------------------------------
     def error_message(self, data: bytes) -> str:

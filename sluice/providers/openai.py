@@ -68,6 +68,12 @@ class OpenAIAdapter(Adapter):
         ("text-embedding-*", "openai"),
     )
     embeddings = True
+    completions = True
+    native_prefix = "openai"
+    ai_gateway_slugs = {
+        "https://api.openai.com/v1": "openai",
+        "https://openrouter.ai/api/v1": "openrouter",
+    }
 
     def chat_request(self, chat: ChatRequest, upstream_model: str, api_key: str) -> UpstreamCall:
         extra: dict[str, Any] = {}
@@ -134,6 +140,26 @@ class OpenAIAdapter(Adapter):
 
     def embeddings_response(self, data: bytes, model: str) -> tuple[bytes, Usage | None]:
         return self.chat_response(data, model)
+
+    def native_usage(self, data: bytes) -> Usage | None:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        return usage_from(obj.get("usage")) if isinstance(obj, dict) else None
+
+    def native_stream_usage(self, data: bytes, acc: Usage) -> None:
+        # Usage arrives once, in the last chunk, when the caller asked for include_usage.
+        if b'"usage"' in data:
+            usage = self.native_usage(data)
+            if usage is not None:
+                for f in (
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "cached_tokens",
+                    "reasoning_tokens",
+                ):
+                    setattr(acc, f, getattr(usage, f))
 
 
 ADAPTER = OpenAIAdapter

@@ -77,7 +77,7 @@ async def messages(gw: Gateway, req: Request) -> None:
 
 async def count_tokens(gw: Gateway, req: Request) -> None:
     """POST /v1/messages/count_tokens → {"input_tokens": N} (exact or a documented estimate)."""
-    gw.auth.authenticate(req)
+    await gw.auth.authenticate(req)
     model, messages, tools = am.parse_count(await req.body(gw.settings.server.max_request_bytes))
     n, _ = tokenizer.count_messages(messages, model)
     if tools:

@@ -66,7 +66,7 @@ def _listed_models(gw: Gateway) -> list[dict[str, Any]]:
 
 async def models(gw: Gateway, req: Request) -> None:
     """GET /v1/models in OpenAI's list format."""
-    gw.auth.authenticate(req)
+    await gw.auth.authenticate(req)
     data = [
         {"id": m["id"], "object": "model", "created": 0, "owned_by": m["provider"]}
         for m in _listed_models(gw)
@@ -110,7 +110,7 @@ async def route_check(gw: Gateway, req: Request) -> None:
 
 async def tokenize(gw: Gateway, req: Request) -> None:
     """POST /v1/tokenize: {"input" | "messages", "model"} → {"model", "tokens", "method"}."""
-    gw.auth.authenticate(req)
+    await gw.auth.authenticate(req)
     body = schema.parse_object(await req.body(gw.settings.server.max_request_bytes))
     model = body.get("model") or gw.settings.default_model or ""
     if not isinstance(model, str):

@@ -38,6 +38,9 @@ class AnthropicAdapter(Adapter):
     default_base_url = "https://api.anthropic.com"
     env_providers = (EnvProvider("anthropic", ("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL"),)
     default_routes = (("claude-*", "anthropic"),)
+    native_prefix = "anthropic"
+    # https://developers.cloudflare.com/ai-gateway/providers/anthropic/
+    ai_gateway_slugs = {"https://api.anthropic.com": "anthropic"}
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         # https://docs.anthropic.com/en/api/overview#authentication
