@@ -68,7 +68,7 @@ class Gateway:
         self.usage = UsageSink(settings.logging.audit)
         self.pipeline = Pipeline(self)
         self.drain = Drain(settings.server.drain_timeout_s)
-        self.ready_checks: list[ReadyCheck] = [StorageProbe(settings.storage.url)]
+        self.ready_checks: list[ReadyCheck] = [StorageProbe(self.store.engine)]
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""

@@ -8,20 +8,22 @@ storage probe below caches its answer for `ttl_s`, so probes never cost a query 
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 ReadyCheck = Callable[[], Awaitable[str | None]]
 
 
 class StorageProbe:
-    """Is the configured storage (SQLite file or PostgreSQL server) reachable? Cached."""
+    """Can team keys be read? One tiny query on the store's own pool, cached for `ttl_s`:
+    it fails while the database is unreachable and while it is not migrated."""
 
-    def __init__(self, url: str, ttl_s: float = 5.0, timeout_s: float = 2.0) -> None:
-        self.url = url
+    def __init__(self, engine: AsyncEngine, ttl_s: float = 5.0, timeout_s: float = 2.0) -> None:
+        self.engine = engine
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._at = -1e9
@@ -35,39 +37,19 @@ class StorageProbe:
         async with self._lock:  # concurrent probes share one query
             if time.monotonic() - self._at >= self.ttl_s:
                 try:
-                    self._result = await asyncio.wait_for(self._probe(), self.timeout_s)
+                    await asyncio.wait_for(self._probe(), self.timeout_s)
+                    self._result = None
                 except TimeoutError:
                     self._result = "storage did not answer in time"
                 except Exception as exc:
-                    self._result = f"storage unreachable ({type(exc).__name__})"
+                    self._result = f"storage unreachable or not migrated ({type(exc).__name__})"
                 self._at = time.monotonic()
         return self._result
 
-    async def _probe(self) -> str | None:
-        if self.url.startswith("sqlite:///"):
-            return await asyncio.to_thread(_sqlite_probe, self.url.removeprefix("sqlite:///"))
-        if self.url.startswith(("postgresql://", "postgres://")):
-            import asyncpg  # lazy: only PostgreSQL deployments pay for it
+    async def _probe(self) -> None:
+        from sqlalchemy import select
 
-            conn = await asyncpg.connect(self.url, timeout=self.timeout_s)
-            try:
-                await conn.fetchval("SELECT 1")
-            finally:
-                await conn.close()
-            return None
-        return None  # a storage this probe doesn't know: nothing to say
+        from sluice.db import api_keys
 
-
-def _sqlite_probe(path: str) -> str | None:
-    """Open the file read-write and read its schema page; a missing file is fine if it can
-    be created."""
-    file = Path(path)
-    if not file.exists():
-        parent = file.parent if str(file.parent) else Path(".")
-        return None if os.access(parent, os.W_OK) else f"cannot create {path}"
-    conn = sqlite3.connect(f"file:{file}?mode=rw", uri=True, timeout=1.0)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    finally:
-        conn.close()
-    return None
+        async with self.engine.connect() as conn:
+            await conn.execute(select(api_keys.c.id).limit(1))
