@@ -46,7 +46,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         # migrated by `sluice db upgrade` as a deploy step.
         from sluice import db as storage
 
-        storage.upgrade(settings.storage.url)
+        if not storage.is_current(settings.storage.url):
+            storage.upgrade(settings.storage.url)
     config = uvicorn.Config(
         "sluice.app:factory",
         factory=True,

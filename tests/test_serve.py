@@ -65,7 +65,7 @@ def test_cold_start_answers_health_quickly(tmp_path: Path) -> None:
 def test_importing_the_app_leaves_heavy_modules_for_later() -> None:
     code = (
         "import sys, sluice.app, sluice.cli; "
-        "print([m for m in ('alembic', 'tiktoken') if m in sys.modules])"
+        "print([m for m in ('alembic', 'tiktoken', 'redis') if m in sys.modules])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
@@ -111,3 +111,18 @@ def test_two_workers_both_serve_and_both_drain(tmp_path: Path) -> None:
     finally:
         gw.stop()
         fake.stop()
+
+
+def test_db_head_is_alembics_head(tmp_path: Path) -> None:
+    """`sluice serve` skips Alembic on SQLite when the file is at db.HEAD: HEAD must be the
+    newest migration, or a new one would never be applied."""
+    from alembic.script import ScriptDirectory
+
+    from sluice import db
+
+    url = f"sqlite:///{tmp_path}/sluice.db"
+    assert ScriptDirectory.from_config(db.alembic_config(url)).get_current_head() == db.HEAD
+    assert not db.is_current(url)  # no file yet
+    db.upgrade(url)
+    assert db.is_current(url)
+    assert not db.is_current(f"sqlite:///{tmp_path}/other.db")
