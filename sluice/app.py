@@ -6,11 +6,12 @@ and passed to handlers; nothing module-global is mutated by requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from typing import Any
 
-from sluice import errors
+from sluice import db, errors, logsafe
 from sluice.asgi import JSON_HEADERS, ClientGone, Receive, Request, Scope, Send
 from sluice.auth import Authenticator
 from sluice.config import Settings
@@ -25,12 +26,13 @@ from sluice.redact import scrub
 from sluice.routes import Route, admin, byok, register
 from sluice.routes import anthropic as anthropic_routes
 from sluice.routes import native as native_routes
+from sluice.routes import observability as observability_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
 from sluice.store import Store
 from sluice.upstream import Upstream
-from sluice.usage import UsageSink
+from sluice.usage import UsageSink, failed_record
 
 log = logging.getLogger("sluice")
 
@@ -65,7 +67,7 @@ class Gateway:
         self.upstream = Upstream(settings.server.retry_after_cap_s, settings.ai_gateway)
         self.store = Store(settings.storage.url)
         self.auth = Authenticator(settings, self.store)
-        self.usage = UsageSink(settings.logging.audit)
+        self.usage = UsageSink(settings)
         self.pipeline = Pipeline(self)
         self.drain = Drain(settings.server.drain_timeout_s)
         self.ready_checks: list[ReadyCheck] = [StorageProbe(self.store.engine)]
@@ -73,7 +75,11 @@ class Gateway:
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
         self.drain.install()
+        logsafe.install(logsafe.secrets_of(self.settings))
+        if self.settings.storage.url.startswith("sqlite"):  # PostgreSQL: `sluice db upgrade`
+            await asyncio.to_thread(db.ensure_current, self.settings.storage.url)
         await self.auth.start()
+        await self.usage.start()
 
     async def shutdown(self) -> None:
         """Close pools and flush records."""
@@ -93,6 +99,7 @@ def _all_routes() -> list[Route]:
         *admin.ROUTES,
         *byok.ROUTES,
         *register.ROUTES,
+        *observability_routes.ROUTES,
     ]
 
 
@@ -161,14 +168,23 @@ class App:
                 self._check_headers(req)
             await route.handler(self.gw, req)
         except GatewayError as exc:
+            self._record_refused(req, route, exc.status, exc.code)
             await self._error(req, route, exc)
         except ClientGone:
+            self._record_refused(req, route, 499, "CLIENT_DISCONNECTED")
             return
         except Exception as exc:
             log.error("unhandled error on %s: %s", scrub(req.path), scrub(traceback.format_exc()))
+            self._record_refused(req, route, 500, "INTERNAL_ERROR")
             await self._error(
                 req, route, GatewayError("INTERNAL_ERROR", f"internal error ({type(exc).__name__})")
             )
+
+    def _record_refused(self, req: Request, route: Route | None, status: int, code: str) -> None:
+        """A routed request refused before the pipeline took it (bad header or body) still
+        gets its usage record; the pipeline records everything after that itself."""
+        if route is not None and route.routed and req.usage is None:
+            self.gw.usage.record(failed_record(req.request_id, req.method, req.path, status, code))
 
     @staticmethod
     def _check_headers(req: Request) -> None:

@@ -53,6 +53,7 @@ class Request:
         "scope",
         "send",
         "started",
+        "usage",
     )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,6 +71,7 @@ class Request:
         self.response_headers: RawHeaders = [(b"x-request-id", self.request_id.encode())]
         self._body: bytes | None = None
         self._query: dict[str, str] | None = None
+        self.usage: Any = None  # the UsageRecord, once the pipeline has taken the request
 
     @property
     def query(self) -> dict[str, str]:

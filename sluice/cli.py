@@ -1,4 +1,4 @@
-"""The `sluice` command (SPEC §1): serve, check, db, keys."""
+"""The `sluice` command (SPEC §1): serve, check, db upgrade, keys, usage."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         # migrated by `sluice db upgrade` as a deploy step.
         from sluice import db as storage
 
-        if not storage.is_current(settings.storage.url):
-            storage.upgrade(settings.storage.url)
+        storage.ensure_current(settings.storage.url)
+    if workers > 1:
+        _prepare_workers(settings)
     config = uvicorn.Config(
         "sluice.app:factory",
         factory=True,
@@ -73,6 +74,24 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     server.run()
     if not server.started:
         sys.exit(3)  # as uvicorn.run: it could not start (e.g. the port is taken)
+
+
+def _prepare_workers(settings: config.Settings) -> None:
+    """Several workers: one metrics directory they all write to (prometheus multiprocess
+    mode), and SQLite migrated once here rather than raced by every worker."""
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import atexit
+        import shutil
+
+        path = tempfile.mkdtemp(prefix="sluice-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        atexit.register(shutil.rmtree, path, True)
+    if settings.storage.url.startswith("sqlite"):
+        from sluice import db as storage
+
+        storage.ensure_current(settings.storage.url)
 
 
 @main.command()
@@ -119,6 +138,48 @@ def db_upgrade(config_path: str | None) -> None:
     settings = _load(config_path)
     storage.upgrade(settings.storage.url)
     click.echo("storage is at the latest schema")
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(), help="YAML config (else SLUICE_CONFIG)."
+)
+@click.option(
+    "--group-by",
+    type=click.Choice(["model", "provider", "team", "key", "user", "day"]),
+    default="model",
+    show_default=True,
+)
+@click.option("--from", "since", default=None, help="Start (ISO 8601 or epoch seconds).")
+@click.option("--to", "until", default=None, help="End (exclusive; a bare date includes it).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def usage(
+    config_path: str | None, group_by: str, since: str | None, until: str | None, as_json: bool
+) -> None:
+    """Usage totals from the configured storage (what GET /admin/usage returns)."""
+    import asyncio
+
+    import orjson
+
+    from sluice import usage_query
+    from sluice.usage_store import engine_for
+
+    settings = _load(config_path)
+    try:
+        start = usage_query.parse_time(since, "--from")
+        end = usage_query.parse_time(until, "--to", end=True)
+    except usage_query.QueryError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+    async def run() -> dict[str, object]:
+        engine = engine_for(settings.storage.url)
+        try:
+            return await usage_query.summary(engine, group_by, start, end)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(run())
+    click.echo(orjson.dumps(result).decode() if as_json else usage_query.table(result))
 
 
 def _add_keys() -> None:

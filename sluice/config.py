@@ -121,7 +121,16 @@ class CacheConfig(_Strict):
 
 class LoggingConfig(_Strict):
     audit: bool = True
+    # True: each chat/completions/messages audit line also carries the request body
+    # ("content": {"request": ...}), scrubbed of secrets and cut at 64 KiB. Completions and
+    # the database never hold content.
     store_content: bool = False
+    retention_days: float = 90.0  # usage rows older than this are deleted; 0 keeps them all
+    spool_dir: str | None = None  # where records wait while storage is down
+    queue_size: int = 100_000  # records held in memory before spilling straight to the spool
+    batch_size: int = 1000  # rows per INSERT
+    batch_linger_s: float = 0.02  # how long the writer waits for a batch to fill
+    otel: bool = False  # OpenTelemetry spans (GenAI conventions); needs the `otel` extra
 
 
 class AiGatewayConfig(_Strict):

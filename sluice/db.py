@@ -128,6 +128,12 @@ def is_current(url: str) -> bool:
     return row is not None and row[0] == HEAD
 
 
+def ensure_current(url: str) -> None:
+    """Migrate the database at `url` unless it is a SQLite file already at HEAD."""
+    if not is_current(url):
+        upgrade(url)
+
+
 def upgrade(url: str) -> None:
     """Apply every migration to the database at `url` (blocking; run outside the event loop)."""
     from alembic import command

@@ -83,8 +83,10 @@ class Pipeline:
     async def run(self, req: Request, op: Operation) -> None:
         """Serve one routed request end to end; errors before the response are re-raised."""
         gw = self.gw
-        rec = new_record(req.request_id, req.method, req.path)
+        rec = req.usage = new_record(req.request_id, req.method, req.path)
         rec.stream = op.stream
+        if gw.usage.store_content and op.chat is not None:
+            rec.content = op.chat.raw  # logged only with logging.store_content
         # A client that leaves cancels this task, and with it the upstream call (SPEC §6).
         current = asyncio.current_task()
         gw.drain.track(current)  # ended with a 503 / error event at the drain deadline
@@ -127,6 +129,9 @@ class Pipeline:
                 raise
             current.uncancel()  # the client left: not a shutdown, so finish accounting
             rec.status, rec.error_code = 499, "CLIENT_DISCONNECTED"
+        except Exception:
+            rec.status, rec.error_code = 500, "INTERNAL_ERROR"  # never a success row for a bug
+            raise
         finally:
             gw.drain.untrack(current)
             watcher.remove_done_callback(on_disconnect)
@@ -152,6 +157,7 @@ class Pipeline:
                 )
                 continue
             call = op.build(adapter, target.model, key)
+            rec.provider, rec.upstream_model = target.provider, target.model  # failures too
             try:
                 secrets = (key, adapter.config.api_key or "")
                 meta = {

@@ -1,19 +1,24 @@
 """The usage record every request produces, and where it goes.
 
 The pipeline fills one `UsageRecord` per request and hands it to `UsageSink.record()` in a
-`finally`, so failures, rejections and client disconnects are recorded too.
+`finally`, so failures, rejections and client disconnects are recorded too (requests refused
+before the pipeline are recorded by the dispatcher). `record()` only queues; the writer in
+`usage_store` writes the audit line (seeds 000, 004), metrics, spans and the storage row.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
-from sluice.config import Price
+from sluice.config import Price, Settings
 from sluice.providers.base import Usage
 
 
@@ -46,6 +51,7 @@ class UsageRecord:
     cache_hit: bool = False
     attempts: int = 0
     stream: bool = False
+    content: bytes | None = None  # the request body, kept only with logging.store_content
 
     def set_usage(self, usage: Usage, price: Price | None) -> None:
         """Tokens and cost; cost stays None when the price is unknown (never $0)."""
@@ -82,27 +88,138 @@ def new_record(request_id: str, method: str, path: str) -> UsageRecord:
     return UsageRecord(ts=time.time(), request_id=request_id, method=method, path=path)
 
 
-class UsageSink:
-    """Receives finished records: writes the audit line (seeds 000, 004)."""
+def failed_record(request_id: str, method: str, path: str, status: int, code: str) -> UsageRecord:
+    """A record for a routed request refused before the pipeline took it (e.g. a bad body)."""
+    rec = new_record(request_id, method, path)
+    rec.status, rec.error_code = status, code
+    return rec
 
-    def __init__(self, audit: bool, out: IO[bytes] | None = None) -> None:
-        self.audit = audit
-        self._out = out if out is not None else sys.stdout.buffer
-        self.recorded = 0
+
+class UsageSink:
+    """Receives finished records: the hot path only queues them (see `usage_store`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from sluice import logsafe
+        from sluice.metrics import Metrics
+        from sluice.spool import Spool
+        from sluice.telemetry import Tracing
+        from sluice.usage_store import UsageWriter
+
+        conf = settings.logging
+        self.audit = conf.audit
+        self.store_content = conf.store_content
+        self.metrics = Metrics()
+        self.metrics.set_available({n: p.configured for n, p in settings.providers.items()})
+        self.tracing = Tracing.create(conf.otel)
+        clean = self._clean = logsafe.cleaner(logsafe.secrets_of(settings))
+        self.writer = UsageWriter(
+            settings.storage.url,
+            Spool(spool_dir(settings)),
+            self._observe,
+            clean,
+            max_queue=conf.queue_size,
+            batch_max=conf.batch_size,
+            linger_s=conf.batch_linger_s,
+            retention_days=conf.retention_days,
+        )
+        self.writer.audit_out = _stdout_writer()
+        self.writer.on_count = self._count
 
     def record(self, rec: UsageRecord) -> None:
-        """Account one finished request; never raises into the request path."""
-        self.recorded += 1
-        if self.audit:
-            try:
-                self._out.write(orjson.dumps({"type": "audit", **rec.as_dict()}) + b"\n")
-                self._out.flush()
-            except (OSError, ValueError):
-                pass
+        """Account one finished request: a deque append, never I/O, never raises."""
+        self.writer.put(rec)
+
+    @property
+    def recorded(self) -> int:
+        """Records accepted since start."""
+        return self.writer.queued
+
+    def _observe(self, batch: list[UsageRecord] | None, rows: list[dict[str, Any]]) -> bytes:
+        """Metrics and traces for a batch (off the hot path); returns its audit lines."""
+        self.metrics.usage_queued.inc(len(rows))
+        for row in rows:
+            self.metrics.observe(row)  # rows are scrubbed: a key sent as a model name stays out
+        if self.tracing is not None:
+            self.tracing.export(rows)
+        if not self.audit:
+            return b""
+        lines = []
+        for i, row in enumerate(rows):
+            line = {"type": "audit", **row}
+            content = batch[i].content if batch is not None else None  # spilled: not kept
+            if self.store_content and content is not None:
+                line["content"] = {"request": self._clean(_text(content))}
+            lines.append(orjson.dumps(line) + b"\n")
+        return b"".join(lines)
+
+    def _count(self, kind: str, n: int) -> None:
+        counter = {
+            "written": self.metrics.usage_written,
+            "spooled": self.metrics.usage_spooled,
+            "dropped": self.metrics.usage_dropped,
+        }.get(kind)
+        if counter is not None:
+            counter.inc(n)
+
+    async def start(self) -> None:
+        """Start the background writer."""
+        await self.writer.start()
 
     async def close(self) -> None:
         """Flush whatever is pending (at shutdown)."""
+        await self.writer.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+
+
+def _text(body: bytes, limit: int = 64 * 1024) -> str:
+    """A request body as text for the audit line, cut at `limit` bytes."""
+    text = body[:limit].decode("utf-8", "replace")
+    return text + "…[truncated]" if len(body) > limit else text
+
+
+def spool_dir(settings: Settings) -> str:
+    """`logging.spool_dir`, else `sluice-spool` beside the SQLite file, else ./sluice-spool."""
+    if settings.logging.spool_dir:
+        return settings.logging.spool_dir
+    url = settings.storage.url
+    if url.startswith("sqlite:///"):
+        return os.path.join(os.path.dirname(url.removeprefix("sqlite:///")) or ".", "sluice-spool")
+    return "sluice-spool"
+
+
+def _stdout_writer() -> Callable[[bytes], None]:
+    """Writes audit lines straight to fd 1 in whole-line chunks of at most PIPE_BUF bytes:
+    with `--workers N` every worker shares stdout, and only writes that small are atomic on
+    a pipe, so lines from two workers never interleave."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return lambda data: None
+
+    def write(data: bytes) -> None:
         try:
-            self._out.flush()
-        except (OSError, ValueError):
-            pass
+            for chunk in _line_chunks(data, select.PIPE_BUF):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except OSError:
+            pass  # stdout closed: the rows still reach storage
+
+    return write
+
+
+def _line_chunks(data: bytes, size: int) -> list[bytes]:
+    """`data` cut at line ends into pieces of at most `size` bytes (a longer line alone)."""
+    chunks: list[bytes] = []
+    start = 0
+    while start < len(data):
+        end = start + size
+        if end >= len(data):
+            chunks.append(data[start:])
+            break
+        cut = data.rfind(b"\n", start, end)
+        cut = cut + 1 if cut >= start else data.find(b"\n", end) + 1 or len(data)
+        chunks.append(data[start:cut])
+        start = cut
+    return chunks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -96,14 +97,18 @@ def test_stream_keeps_usage_when_client_asks(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
 
 
-def test_stream_is_not_buffered(gw: Gateway, fake_openai: FakeOpenAI) -> None:
-    """Each upstream event is relayed as its own piece, not gathered into one body."""
-    pieces = 0
-    body = {"model": "gpt-4o", "messages": MSG, "stream": True}
+def test_stream_is_not_buffered(gw: Gateway) -> None:
+    """Each upstream event reaches the client when the upstream sends it (0.2 s apart here),
+    not gathered into one body at the end."""
+    arrivals: list[float] = []
+    body = {"model": "gpt-4o-slowstream", "messages": MSG, "stream": True}
+    t0 = time.monotonic()
     with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=10) as r:
-        for _ in r.iter_raw():
-            pieces += 1
-    assert pieces >= 3
+        for piece in r.iter_raw():
+            if b'"content":"' in piece:
+                arrivals.append(time.monotonic() - t0)
+    assert len(arrivals) >= 4
+    assert arrivals[-1] - arrivals[0] > 0.5  # spread over the upstream's pacing
 
 
 def test_alias_falls_back_and_default_model(

@@ -105,7 +105,7 @@ async def native(gw: Gateway, req: Request) -> None:
     adapter = gw.adapters[name]
     body = await req.body(gw.settings.server.max_request_bytes)
     schema.refuse_upstream_fields(body)
-    rec = new_record(req.request_id, req.method, req.path)
+    rec = req.usage = new_record(req.request_id, req.method, req.path)  # recorded here, once
     rec.provider = name
     current = asyncio.current_task()
     watcher = asyncio.ensure_future(wait_disconnect(req.receive))

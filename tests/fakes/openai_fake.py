@@ -5,7 +5,8 @@ Fault modes are chosen by the model name's suffix, so parallel tests never share
   -reset (stream breaks after two chunks)  -flaky (500 the first time a `user` value is
   seen, then success)  -echokey (a 401 whose message repeats the Authorization header)
   -nousage (a stream with no usage chunk)  -truncate (stream ends without [DONE])
-  -slowstream (a stream pacing its chunks `stream_interval` seconds apart: 0.1 by default)
+  -slowstream (`stream_interval` seconds, 0.2 by default, between stream chunks, so a client
+  can leave mid-stream and a drain can catch a stream in flight)
 Every request is recorded (method, path, headers, body) for assertions via `.requests`.
 """
 
@@ -47,7 +48,7 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.chunks = 6
-        self.stream_interval = 0.1
+        self.stream_interval = 0.2
 
     @property
     def url(self) -> str:

@@ -1,0 +1,99 @@
+"""The spool on its own (claims, orphans, torn lines) and the queue spilling to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from sluice.spool import Spool
+from tests.conftest import Gateway, openai_config
+from tests.fakes.openai_fake import FakeOpenAI
+from tests.usage_helpers import metric_value, wait_rows
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_claims_own_and_orphaned_files_but_not_a_live_workers(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    assert spool.append([{"request_id": "a"}, {"request_id": "b"}]) == 2
+    orphan = tmp_path / f"usage-{_dead_pid()}.jsonl"
+    orphan.write_bytes(b'{"request_id": "c"}\n{"request_id": "torn')  # crashed mid-line
+    live_other = tmp_path / f"usage-{os.getppid()}.jsonl"  # a live process's file
+    live_other.write_bytes(b'{"request_id": "z"}\n')
+    assert spool.pending()
+    claimed = spool.claim()
+    assert len(claimed) == 2 and all(p.suffix == ".claimed" for p in claimed)
+    ids = sorted(r["request_id"] for p in claimed for r in spool.read(p))
+    assert ids == ["a", "b", "c"] and spool.unreadable == 1
+    spool.append([{"request_id": "d"}])  # appends after a claim go to a fresh file
+    assert [r["request_id"] for r in spool.read(spool.live)] == ["d"]
+    for p in claimed:
+        spool.done(p)
+    assert live_other.exists() and not orphan.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live_other.name, spool.live.name])
+
+
+def test_full_queue_spills_to_disk_and_nothing_is_lost(
+    start_gateway: Callable[..., Gateway], fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/spill.db"
+    logging_conf = {"queue_size": 2, "batch_linger_s": 0.5, "spool_dir": str(tmp_path / "sp")}
+    gw = start_gateway(openai_config(fake_openai, storage={"url": url}, logging=logging_conf))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=gw.url, timeout=30) as c:
+        for _ in range(20):
+            assert c.post("/v1/chat/completions", json=body).status_code == 200
+        rows = wait_rows(url, 20)
+        text = c.get("/metrics").text
+    assert len(rows) == 20 and len({r["request_id"] for r in rows}) == 20
+    assert metric_value(text, "sluice_usage_records_spooled_total") > 0  # the spill happened
+    assert metric_value(text, "sluice_usage_records_dropped_total") == 0
+    # Spilled records are audited and counted once, when drained.
+    assert metric_value(text, "sluice_requests_total") == 20
+    assert sorted(a["request_id"] for a in gw.wait_audit(20)) == sorted(
+        r["request_id"] for r in rows
+    )
+
+
+async def test_a_record_after_shutdown_is_spooled_and_the_next_start_drains_it(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from sluice import db
+    from sluice.usage import new_record
+    from sluice.usage_store import UsageWriter
+    from tests.usage_helpers import read_rows
+
+    url = f"sqlite:///{tmp_path}/late.db"
+    await asyncio.to_thread(db.upgrade, url)
+
+    def writer() -> UsageWriter:
+        return UsageWriter(url, Spool(tmp_path / "sp"), lambda b, rows: b"", lambda s: s)
+
+    first = writer()
+    await first.start()
+    first.put(new_record("in-time", "POST", "/v1/chat/completions"))
+    await first.close()
+    first.put(new_record("late", "POST", "/v1/chat/completions"))  # e.g. a drained stream
+    assert (first.written, first.spooled, first.dropped) == (1, 1, 0)
+    second = writer()
+    await second.start()
+    for _ in range(100):
+        if second.written:
+            break
+        await asyncio.sleep(0.05)
+    await second.close()
+    rows = await asyncio.to_thread(read_rows, url)
+    assert sorted(r["request_id"] for r in rows) == ["in-time", "late"]
+    assert not list((tmp_path / "sp").glob("usage-*"))
