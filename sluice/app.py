@@ -14,6 +14,7 @@ from sluice import errors
 from sluice.asgi import JSON_HEADERS, ClientGone, Receive, Request, Scope, Send
 from sluice.auth import Authenticator
 from sluice.config import Settings
+from sluice.dashboard import UsageQueries
 from sluice.errors import GatewayError
 from sluice.pipeline import Pipeline
 from sluice.pricing import Prices
@@ -21,6 +22,7 @@ from sluice.providers import registry
 from sluice.providers.base import Adapter
 from sluice.redact import scrub
 from sluice.routes import Route
+from sluice.routes import dashboard as dashboard_routes
 from sluice.routes import openai as openai_routes
 from sluice.routes import ops as ops_routes
 from sluice.routing import Router
@@ -57,6 +59,7 @@ class Gateway:
         self.auth = Authenticator(settings)
         self.usage = UsageSink(settings.logging.audit)
         self.pipeline = Pipeline(self)
+        self.dashboard = UsageQueries(settings.storage.url)
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
@@ -65,10 +68,11 @@ class Gateway:
         """Close pools and flush records."""
         await self.upstream.close()
         await self.usage.close()
+        await self.dashboard.close()
 
 
 def _all_routes() -> list[Route]:
-    return [*openai_routes.ROUTES, *ops_routes.ROUTES]
+    return [*openai_routes.ROUTES, *ops_routes.ROUTES, *dashboard_routes.ROUTES]
 
 
 class App:
