@@ -6,12 +6,15 @@ rows are `UsageRecord`s, exactly what the pipeline produces for each request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
-from sqlalchemy import create_engine, insert
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from sluice import db
 from sluice.usage import UsageRecord
@@ -22,34 +25,38 @@ def storage_url(config_path: Path) -> str:
     return str(yaml.safe_load(config_path.read_text())["storage"]["url"])
 
 
-def insert_usage(url: str, records: Iterable[UsageRecord]) -> None:
-    """Migrate the database at `url` if needed, then insert the records."""
+def _insert(url: str, *statements: tuple[Any, list[dict[str, Any]]]) -> None:
+    """Migrate the database at `url` if needed, then run the inserts (blocking)."""
     db.upgrade(url)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(insert(db.usage), [r.as_dict() for r in records])
-    engine.dispose()
+
+    async def run() -> None:
+        engine = create_async_engine(db.async_url(url))
+        async with engine.begin() as conn:
+            for stmt, rows in statements:
+                await conn.execute(stmt, rows)
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
+def insert_usage(url: str, records: Iterable[UsageRecord]) -> None:
+    """Insert usage records (blocking; from async code run it in a thread)."""
+    _insert(url, (insert(db.usage), [r.as_dict() for r in records]))
 
 
 def insert_key(url: str, key_id: str, team: str, name: str, secret: str, now: float) -> None:
     """A team and one of its keys, stored the way SPEC §6 says (hash and prefix only)."""
-    db.upgrade(url)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(db.teams).prefix_with("OR IGNORE"), [{"id": team, "name": team, "created_at": now}]
-        )
-        conn.execute(
-            insert(db.api_keys),
-            [
-                {
-                    "id": key_id,
-                    "team_id": team,
-                    "name": name,
-                    "prefix": secret[:11],
-                    "hash": hashlib.sha256(secret.encode()).hexdigest(),
-                    "created_at": now,
-                }
-            ],
-        )
-    engine.dispose()
+    team_row = {"id": team, "name": team, "created_at": now}
+    key_row = {
+        "id": key_id,
+        "team_id": team,
+        "name": name,
+        "prefix": secret[:11],
+        "hash": hashlib.sha256(secret.encode()).hexdigest(),
+        "created_at": now,
+    }
+    _insert(
+        url,
+        (insert(db.teams).prefix_with("OR IGNORE"), [team_row]),
+        (insert(db.api_keys), [key_row]),
+    )

@@ -117,8 +117,9 @@ async def timeseries(gw: Gateway, req: Request) -> None:
     if bucket not in BUCKETS:
         raise validation("bucket", "hour or day")
     start, end = default_range(bucket)
-    start = _time(req, "from") or start
-    end = _time(req, "to") or end
+    given_start, given_end = _time(req, "from"), _time(req, "to")
+    start = start if given_start is None else given_start
+    end = end if given_end is None else given_end
     if end <= start:
         raise validation("to", "must be after from")
     f = Filters(
