@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,14 @@ def storage_url(config_path: Path) -> str:
 
 def _insert(url: str, *statements: tuple[Any, list[dict[str, Any]]]) -> None:
     """Migrate the database at `url` if needed, then run the inserts (blocking)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # a loop runs here (e.g. Playwright's sync API): do the work on a fresh thread
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(_insert, url, *statements).result()
+        return
     db.upgrade(url)
 
     async def run() -> None:
