@@ -63,9 +63,11 @@ export async function loadKeys() {
     $("#keys-unavailable").hidden = true;
     $("#create-key").querySelector("button").disabled = false;
     renderKeys();
+    setStatus(`Keys updated ${new Date().toLocaleTimeString()}.`);
   } catch (e) {
     keys = [];
     renderKeys();
+    setStatus("");
     if (e.status === 404) {
       unavailable("#keys-unavailable", "Team keys are not available on this gateway (GET /admin/keys answered 404).");
       $("#create-key").querySelector("button").disabled = true;

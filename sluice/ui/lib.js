@@ -71,6 +71,7 @@ export const fmt = {
     if (n !== 0 && Math.abs(n) < 0.01) return "$" + n.toPrecision(2);
     return "$" + n.toFixed(2);
   },
+  cost: (n) => (n === null || n === undefined ? "—" : "$" + n.toFixed(Math.abs(n) < 1 ? 4 : 2)),
   ms: (n) => (n === null || n === undefined ? "—" : n >= 1000 ? (n / 1000).toFixed(2) + " s" : Math.round(n) + " ms"),
   pct: (n) => (n === null || n === undefined || Number.isNaN(n) ? "—" : (100 * n).toFixed(1) + "%"),
   time: (ts) => new Date(ts * 1000).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" }),

@@ -27,7 +27,7 @@ function row(r, isNew) {
     h("td", {}, r.team || "—"),
     h("td", {}, r.key_id || "—"),
     h("td", { class: "num" }, `${fmt.int(r.prompt_tokens)} / ${fmt.int(r.completion_tokens)}`),
-    h("td", { class: "num" }, fmt.usd(r.cost_usd)),
+    h("td", { class: "num" }, fmt.cost(r.cost_usd)),
     h("td", { class: "num" }, fmt.ms(r.latency_ms)),
     h("td", {}, r.cache_hit ? "hit" : "miss"),
     h("td", {}, h("code", {}, r.request_id)));

@@ -40,26 +40,27 @@ function totals(t) {
     ["Requests", fmt.int(t.requests)],
     ["Errors", `${fmt.int(t.errors)} (${fmt.pct(t.requests ? t.errors / t.requests : null)})`],
     ["Tokens", fmt.compact(t.tokens)],
-    ["Spend", fmt.usd(t.spend_usd) + (t.unpriced ? ` +${t.unpriced} unpriced` : "")],
+    ["Spend", fmt.usd(t.spend_usd), t.unpriced ? `+ ${fmt.int(t.unpriced)} requests without a price` : null],
     ["Latency p50", fmt.ms(t.p50_ms)],
     ["Latency p95", fmt.ms(t.p95_ms)],
     ["Cache hits", fmt.int(t.cache_hits)],
   ];
-  $("#totals").replaceChildren(...items.map(([k, v]) => h("dl", { class: "stat" }, h("dt", {}, k), h("dd", {}, v))));
+  $("#totals").replaceChildren(...items.map(([k, v, note]) =>
+    h("dl", { class: "stat" }, h("dt", {}, k), h("dd", {}, v), note ? h("dd", { class: "sub" }, note) : null)));
 }
 
 function charts(data) {
   const s = data.series;
   const labels = s.map((p) => fmt.shortTime(p.ts, data.bucket));
   barChart($("#chart-requests"), {
-    titleId: "c-req-t", labels, fmt: fmt.compact,
+    titleId: "c-req-t", labels, fmt: fmt.compact, integer: true,
     stacks: [
       { name: "ok", cls: "ok", values: s.map((p) => p.requests - p.errors) },
       { name: "errors", cls: "err", values: s.map((p) => p.errors) },
     ],
   });
   barChart($("#chart-tokens"), {
-    titleId: "c-tok-t", labels, fmt: fmt.compact,
+    titleId: "c-tok-t", labels, fmt: fmt.compact, integer: true,
     stacks: [
       { name: "prompt", cls: "in", values: s.map((p) => p.prompt_tokens) },
       { name: "completion", cls: "out", values: s.map((p) => p.completion_tokens) },
@@ -110,10 +111,13 @@ function tops(top) {
   }));
 }
 
+let last = null;
+
 export async function loadUsage() {
   setStatus("Loading usage…");
   try {
     const data = await api("GET", "/admin/timeseries?" + params());
+    last = data;
     fillOptions(data.options);
     totals(data.totals);
     charts(data);
@@ -126,6 +130,11 @@ export async function loadUsage() {
 }
 
 export function initUsage() {
+  let pending = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(pending);
+    pending = setTimeout(() => { if (last && !$("#panel-usage").hidden) charts(last); }, 150);
+  });
   const form = $("#usage-form");
   form.addEventListener("submit", (ev) => { ev.preventDefault(); loadUsage(); });
   form.range.addEventListener("change", () => {
