@@ -20,7 +20,7 @@ import pytest
 from sluice.usage import UsageRecord
 from tests.conftest import IN_CI, ROOT, Gateway, launch_gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
-from tests.usage_seed import insert_usage, storage_url
+from tests.usage_seed import insert_key, insert_usage, storage_url
 
 ADMIN = "adm-browser-test-9c4a1b"
 CHROMIUM = os.environ.get("SLUICE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -222,3 +222,119 @@ def test_keys_health_phone_width_and_sign_out(page: Any, gw: Gateway) -> None:
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("Admin key").wait_for()
     assert page.evaluate("sessionStorage.getItem('sluice.adminKey')") is None
+
+
+def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> None:
+    """Create (shown once, copy), rotate, limits, revoke — the page's side of each flow.
+
+    The access endpoints are answered here in seed 003's shapes (until they are merged);
+    PATCH /admin/keys/{id} is the gateway's own, against a key stored in its database.
+    """
+    import orjson
+
+    insert_key(
+        storage_url(gw.config_path),
+        "key_stub01",
+        "red",
+        "ci key",
+        "sk_stub0001_" + "b" * 40,
+        time.time(),
+    )
+    keys: list[dict[str, Any]] = [
+        {
+            "id": "key_stub01",
+            "teamId": "red",
+            "name": "ci key",
+            "prefix": "sk_stub0001",
+            "createdAt": time.time(),
+        }
+    ]
+    calls: list[str] = []
+
+    def stub(route: Any) -> None:
+        req = route.request
+        path = req.url.removeprefix(gw.url)
+        calls.append(f"{req.method} {path}")
+        assert req.headers.get("authorization") == f"Bearer {ADMIN}"
+        body: Any
+        if req.method == "GET" and path == "/admin/keys":
+            body = keys
+        elif req.method == "GET" and path == "/admin/teams":
+            body = [{"id": "red", "name": "Red team", "createdAt": time.time()}]
+        elif req.method == "POST" and path == "/tokens":
+            sent = orjson.loads(req.post_data)
+            keys.append(
+                {
+                    "id": "key_new01",
+                    "teamId": sent["teamId"],
+                    "name": sent["name"],
+                    "prefix": "sk_new00001",
+                    "createdAt": time.time(),
+                }
+            )
+            body = {
+                "apiKey": "sk_new00001_" + "c" * 40,
+                **sent,
+                "createdAt": "2026-11-23T18:00:00Z",
+            }
+        elif req.method == "POST" and path == "/tokens/key_new01/refresh":
+            body = {
+                "apiKey": "sk_rot00001_" + "d" * 40,
+                "teamId": "red",
+                "name": "new key",
+                "createdAt": "x",
+            }
+        elif req.method == "DELETE" and path == "/admin/keys/key_new01":
+            keys[-1]["revokedAt"] = time.time()
+            body = {"revoked": True}
+        else:
+            route.continue_()
+            return
+        route.fulfill(status=200, content_type="application/json", body=orjson.dumps(body))
+
+    page.route(f"{gw.url}/admin/keys**", stub)
+    page.route(f"{gw.url}/admin/teams", stub)
+    page.route(f"{gw.url}/tokens**", stub)
+    page.on("dialog", lambda d: d.accept())
+    sign_in(page, gw)
+    page.get_by_role("tab", name="Keys").click()
+    page.locator("#keys-table tbody tr", has_text="ci key").wait_for()
+    assert "Red team" in page.locator("#teams-table").inner_text()
+
+    page.get_by_label("Team id").fill("red")
+    page.get_by_label("Name", exact=True).fill("new key")
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#new-key-value")).to_have_value("sk_new00001_" + "c" * 40)
+    page.get_by_role("button", name="Copy", exact=True).click()
+    expect(page.locator("#copy-status")).to_have_text("Copied to the clipboard.")
+    new_row = page.locator("#keys-table tbody tr", has_text="new key")
+    new_row.wait_for()
+    assert "sk_new00001_c" not in page.locator("#keys-table").inner_text()
+
+    new_row.get_by_role("button", name="Rotate").click()
+    expect(page.locator("#new-key-value")).to_have_value("sk_rot00001_" + "d" * 40)
+
+    # Limits and allowed models go to the gateway's own PATCH /admin/keys/{id}.
+    page.locator("#keys-table tbody tr", has_text="ci key").get_by_role(
+        "button", name="Limits"
+    ).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Allowed models").fill("gpt-4o*, gpt-4.1")
+    dialog.get_by_label("Requests / min").fill("60")
+    dialog.get_by_label("Budget (USD)").fill("25")
+    shot(page, "key-limits")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    ci_row = page.locator("#keys-table tbody tr", has_text="ci key")
+    expect(ci_row).to_contain_text("gpt-4o*, gpt-4.1")
+    expect(ci_row).to_contain_text("rpm 60, budget_usd $25.00")
+    stored = httpx.patch(
+        gw.url + "/admin/keys/key_stub01", json={}, headers={"Authorization": f"Bearer {ADMIN}"}
+    ).json()
+    assert stored["allowedModels"] == ["gpt-4o*", "gpt-4.1"]
+    assert stored["limits"] == {"rpm": 60, "budget_usd": 25}
+
+    new_row.get_by_role("button", name="Revoke").click()
+    page.locator("#keys-table tbody tr.revoked", has_text="new key").wait_for()
+    shot(page, "keys-managed")
+    assert "DELETE /admin/keys/key_new01" in calls and "POST /tokens/key_new01/refresh" in calls

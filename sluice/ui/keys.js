@@ -157,10 +157,12 @@ async function saveLimits(ev) {
   const limits = {};
   for (const name of ["rpm", "tpm", "concurrent", "budget_usd"]) if (f[name].value !== "") limits[name] = Number(f[name].value);
   try {
-    await api("PATCH", `/admin/keys/${encodeURIComponent(editing.id)}`, { allowedModels: models.length ? models : null, limits });
+    const saved = normKey(await api("PATCH", `/admin/keys/${encodeURIComponent(editing.id)}`, { allowedModels: models.length ? models : null, limits }));
     $("#limits-dialog").close();
+    // Show what the gateway stored (the key list may not carry limits).
+    keys = keys.map((k) => (k.id === saved.id ? { ...k, allowedModels: saved.allowedModels, limits: saved.limits } : k));
+    renderKeys();
     setStatus(`Limits of “${editing.name}” saved.`);
-    await loadKeys();
   } catch (e) {
     $("#limits-error").textContent = e.status === 404 || e.status === 405 ? "Setting limits is not available on this gateway." : e.message;
   }
