@@ -156,6 +156,21 @@ def test_login_usage_charts_and_requests(page: Any, gw: Gateway) -> None:
     page.locator("#usage-form").get_by_role("button", name="Apply").click()
     expect(page.locator("#totals")).to_contain_text("Requests20Errors")
 
+    # Every form control has a label, every button a name; focus is visible.
+    unlabelled = page.evaluate(
+        "[...document.querySelectorAll('input, select')]"
+        ".filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id)"
+    )
+    assert unlabelled == []
+    assert page.evaluate(
+        "[...document.querySelectorAll('button')].every(b => b.innerText.trim() || b.ariaLabel)"
+    )
+    page.locator("#usage-form").get_by_role("button", name="Apply").focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
+
     # Keyboard: arrow keys move between tabs (WAI-ARIA tablist).
     page.get_by_role("tab", name="Usage").focus()
     page.keyboard.press("ArrowRight")

@@ -56,9 +56,12 @@ async function login(ev) {
   try {
     await api("GET", "/admin/requests?limit=1", undefined, key);
   } catch (e) {
-    $("#login-error").textContent = e.status === 401 ? "That is not the admin key." : "Sign-in failed: " + e.message;
-    input.focus();
-    return;
+    // The key is checked before storage is read: only a 401 (or no answer) means "not signed in".
+    if (e.status === 401 || e.status === 0) {
+      $("#login-error").textContent = e.status === 401 ? "That is not the admin key." : "Sign-in failed: " + e.message;
+      input.focus();
+      return;
+    }
   }
   session.set(key);
   input.value = "";
