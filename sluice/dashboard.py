@@ -50,6 +50,7 @@ REQUEST_COLUMNS = [
     "stream",
 ]
 LIMIT_FIELDS = ("rpm", "tpm", "concurrent", "budget_usd")
+BUDGET_PERIODS = ("day", "week", "month", "total")
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,13 +262,16 @@ def test_requests_validation(gw: Gateway, params: dict[str, Any]) -> None:
 
 def test_patch_key_limits_and_models(gw: Gateway) -> None:
     url = gw.url + "/admin/keys/key_red1"
-    body = {"allowedModels": ["gpt-4o*"], "limits": {"rpm": 60, "budget_usd": 12.5, "tpm": None}}
+    body = {
+        "allowedModels": ["gpt-4o*"],
+        "limits": {"rpm": 60, "budget_usd": 12.5, "tpm": None, "budget_period": "day"},
+    }
     assert httpx.patch(url, json=body).status_code == 401
     r = httpx.patch(url, json=body, headers=AUTH)
     assert r.status_code == 200, r.text
     key = r.json()
     assert key["allowedModels"] == ["gpt-4o*"]
-    assert key["limits"] == {"rpm": 60, "budget_usd": 12.5}
+    assert key["limits"] == {"rpm": 60, "budget_usd": 12.5, "budget_period": "day"}
     assert (key["id"], key["teamId"], key["prefix"]) == ("key_red1", "red", SECRET[:11])
     assert "hash" not in key and SECRET not in r.text
     r = httpx.patch(url, json={"allowedModels": None, "limits": {}}, headers=AUTH)
@@ -282,6 +285,7 @@ def test_patch_key_limits_and_models(gw: Gateway) -> None:
         ({"limits": {"rpm": -1}}, "limits.rpm"),
         ({"limits": {"rpm": True}}, "limits.rpm"),
         ({"limits": {"qps": 1}}, "limits.qps"),
+        ({"limits": {"budget_period": "year"}}, "limits.budget_period"),
         ({"revoked": True}, "revoked"),
         ([], "body"),
     ],

@@ -242,7 +242,8 @@ def test_keys_health_phone_width_and_sign_out(page: Any, gw: Gateway) -> None:
 def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> None:
     """Create (shown once, copy), rotate, limits, revoke — the page's side of each flow.
 
-    The access endpoints are answered here in seed 003's shapes (until they are merged);
+    The access endpoints are answered here in the shapes of the access branch (seed 003's
+    for /tokens) until it is merged;
     PATCH /admin/keys/{id} is the gateway's own, against a key stored in its database.
     """
     import orjson
@@ -255,16 +256,26 @@ def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> Non
         "sk_stub0001_" + "b" * 40,
         time.time(),
     )
-    keys: list[dict[str, Any]] = [
-        {
-            "id": "key_stub01",
-            "teamId": "red",
-            "name": "ci key",
-            "prefix": "sk_stub0001",
-            "createdAt": time.time(),
-        }
-    ]
     calls: list[str] = []
+    created = "sk_new00001_" + "c" * 40
+
+    def key(key_id: str, name: str, prefix: str) -> dict[str, Any]:
+        """A key as the access branch's GET /admin/keys lists it (KeyRecord.public())."""
+        return {
+            "id": key_id,
+            "team_id": "red",
+            "name": name,
+            "prefix": prefix,
+            "created_at": time.time(),
+            "revoked_at": None,
+            "rotated_to": None,
+            "active": True,
+            "allowed_models": None,
+            "limits": {},
+            "metadata": {},
+        }
+
+    keys = [key("key_stub01", "ci key", "sk_stub0001")]
 
     def stub(route: Any) -> None:
         req = route.request
@@ -273,35 +284,22 @@ def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> Non
         assert req.headers.get("authorization") == f"Bearer {ADMIN}"
         body: Any
         if req.method == "GET" and path == "/admin/keys":
-            body = keys
+            body = {"keys": keys}
         elif req.method == "GET" and path == "/admin/teams":
-            body = [{"id": "red", "name": "Red team", "createdAt": time.time()}]
+            active = sum(k["active"] for k in keys)
+            body = {
+                "teams": [{"id": "red", "name": "Red team", "created_at": 0, "active_keys": active}]
+            }
         elif req.method == "POST" and path == "/tokens":
             sent = orjson.loads(req.post_data)
-            keys.append(
-                {
-                    "id": "key_new01",
-                    "teamId": sent["teamId"],
-                    "name": sent["name"],
-                    "prefix": "sk_new00001",
-                    "createdAt": time.time(),
-                }
-            )
-            body = {
-                "apiKey": "sk_new00001_" + "c" * 40,
-                **sent,
-                "createdAt": "2026-11-23T18:00:00Z",
-            }
-        elif req.method == "POST" and path == "/tokens/key_new01/refresh":
-            body = {
-                "apiKey": "sk_rot00001_" + "d" * 40,
-                "teamId": "red",
-                "name": "new key",
-                "createdAt": "x",
-            }
+            keys.append(key("key_new01", sent["name"], "sk_new00001"))
+            body = {"apiKey": created, **sent, "createdAt": "2026-11-23T18:00:00.000Z"}
+        elif req.method == "POST" and path == f"/tokens/{created}/refresh":
+            body = {"apiKey": "sk_rot00001_" + "d" * 40, "teamId": "red", "name": "new key"}
+            body["createdAt"] = "2026-11-23T18:01:00.000Z"
         elif req.method == "DELETE" and path == "/admin/keys/key_new01":
-            keys[-1]["revokedAt"] = time.time()
-            body = {"revoked": True}
+            keys[-1].update(revoked_at=time.time(), active=False)
+            body = {"id": "key_new01", "revoked": True, "revoked_at": keys[-1]["revoked_at"]}
         else:
             route.continue_()
             return
@@ -326,8 +324,16 @@ def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> Non
     new_row.wait_for()
     assert "sk_new00001_c" not in page.locator("#keys-table").inner_text()
 
+    # Rotation (seed 003) takes the key itself: the dialog asks for it and checks its prefix.
     new_row.get_by_role("button", name="Rotate").click()
+    rotate = page.get_by_role("dialog")
+    rotate.get_by_label("Current key").fill("sk_other001_" + "e" * 40)
+    rotate.get_by_role("button", name="Rotate").click()
+    expect(rotate).to_contain_text("should start with sk_new00001")
+    rotate.get_by_label("Current key").fill(created)
+    rotate.get_by_role("button", name="Rotate").click()
     expect(page.locator("#new-key-value")).to_have_value("sk_rot00001_" + "d" * 40)
+    expect(rotate).to_be_hidden()
 
     # Limits and allowed models go to the gateway's own PATCH /admin/keys/{id}.
     page.locator("#keys-table tbody tr", has_text="ci key").get_by_role(
@@ -337,19 +343,20 @@ def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> Non
     dialog.get_by_label("Allowed models").fill("gpt-4o*, gpt-4.1")
     dialog.get_by_label("Requests / min").fill("60")
     dialog.get_by_label("Budget (USD)").fill("25")
+    dialog.get_by_label("Budget period").select_option("week")
     shot(page, "key-limits")
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_be_hidden()
     ci_row = page.locator("#keys-table tbody tr", has_text="ci key")
     expect(ci_row).to_contain_text("gpt-4o*, gpt-4.1")
-    expect(ci_row).to_contain_text("rpm 60, budget_usd $25.00")
+    expect(ci_row).to_contain_text("rpm 60, budget $25.00, per week")
     stored = httpx.patch(
         gw.url + "/admin/keys/key_stub01", json={}, headers={"Authorization": f"Bearer {ADMIN}"}
     ).json()
     assert stored["allowedModels"] == ["gpt-4o*", "gpt-4.1"]
-    assert stored["limits"] == {"rpm": 60, "budget_usd": 25}
+    assert stored["limits"] == {"rpm": 60, "budget_usd": 25, "budget_period": "week"}
 
     new_row.get_by_role("button", name="Revoke").click()
     page.locator("#keys-table tbody tr.revoked", has_text="new key").wait_for()
     shot(page, "keys-managed")
-    assert "DELETE /admin/keys/key_new01" in calls and "POST /tokens/key_new01/refresh" in calls
+    assert "DELETE /admin/keys/key_new01" in calls and f"POST /tokens/{created}/refresh" in calls

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from sluice.auth import UNAUTHORIZED
-from sluice.dashboard import BUCKETS, LIMIT_FIELDS, Filters, default_range
+from sluice.dashboard import BUCKETS, BUDGET_PERIODS, LIMIT_FIELDS, Filters, default_range
 from sluice.errors import GatewayError, validation
 from sluice.routes import Route
 
@@ -152,7 +152,8 @@ async def requests(gw: Gateway, req: Request) -> None:
 
 
 def _key_changes(body: bytes) -> dict[str, Any]:
-    """Validate a PATCH body: `allowedModels` (globs or null) and `limits` (numbers or null)."""
+    """Validate a PATCH body: `allowedModels` (globs or null) and `limits` (numbers or null;
+    `budget_period` one of day, week, month, total)."""
     try:
         obj = orjson.loads(body or b"{}")
     except orjson.JSONDecodeError:
@@ -178,6 +179,10 @@ def _key_changes(body: bytes) -> dict[str, Any]:
             if not isinstance(limits, dict):
                 raise validation("limits", "an object or null")
             for k, v in limits.items():
+                if k == "budget_period":
+                    if v is not None and v not in BUDGET_PERIODS:
+                        raise validation(f"limits.{k}", f"one of {', '.join(BUDGET_PERIODS)}")
+                    continue
                 if k not in LIMIT_FIELDS:
                     raise validation(f"limits.{k}", f"unknown limit ({', '.join(LIMIT_FIELDS)})")
                 ok = v is None or (

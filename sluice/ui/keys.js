@@ -15,7 +15,7 @@ function normKey(k) {
     name: k.name ?? "",
     prefix: k.prefix ?? k.keyPrefix ?? "",
     createdAt: k.createdAt ?? k.created_at,
-    revoked: Boolean(k.revokedAt ?? k.revoked_at ?? k.revoked),
+    revoked: Boolean(k.revokedAt ?? k.revoked_at ?? k.revoked) || k.active === false,
     allowedModels: k.allowedModels ?? k.allowed_models ?? null,
     limits: k.limits ?? null,
   };
@@ -23,7 +23,8 @@ function normKey(k) {
 
 function limitsText(l) {
   if (!l) return "—";
-  return Object.entries(l).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${k === "budget_usd" ? fmt.usd(v) : v}`).join(", ") || "—";
+  const text = (k, v) => (k === "budget_usd" ? `budget ${fmt.usd(v)}` : k === "budget_period" ? `per ${v}` : `${k} ${fmt.int(v)}`);
+  return Object.entries(l).filter(([, v]) => v !== null).map(([k, v]) => text(k, v)).join(", ") || "—";
 }
 
 function actions(k) {
@@ -90,7 +91,7 @@ async function loadTeams() {
     { value: (t) => t.id ?? t.teamId },
     { value: (t) => t.name ?? "—" },
     { value: (t) => when(t.createdAt ?? t.created_at) },
-    { num: true, value: (t) => String(t.keyCount ?? t.keys ?? count(t.id ?? t.teamId)) },
+    { num: true, value: (t) => String(t.active_keys ?? t.activeKeys ?? count(t.id ?? t.teamId)) },
   ], "No teams yet.");
   $("#team-ids").replaceChildren(...teams.map((t) => h("option", { value: t.id ?? t.teamId })));
 }
@@ -117,14 +118,33 @@ async function create(ev) {
   }
 }
 
-async function rotate(k) {
-  if (!confirm(`Rotate key “${k.name}”? The old key stops working.`)) return;
+let rotating = null;
+
+function rotate(k) {
+  rotating = k;
+  $("#rotate-title").textContent = `Rotate key “${k.name}”`;
+  $("#rotate-error").textContent = "";
+  $("#rotate-current").value = "";
+  $("#rotate-dialog").showModal();
+}
+
+async function doRotate(ev) {
+  const f = ev.target;
+  if (ev.submitter?.value !== "rotate" || !rotating) { f.current.value = ""; return; }
+  ev.preventDefault();
+  const secret = f.current.value.trim();
+  if (rotating.prefix && !secret.startsWith(rotating.prefix)) {
+    $("#rotate-error").textContent = `That is not this key: it should start with ${rotating.prefix}.`;
+    return;
+  }
   try {
-    const made = await api("POST", `/tokens/${encodeURIComponent(k.id)}/refresh`, {});
-    showSecret(made.apiKey, `Key “${k.name}” rotated`);
+    const made = await api("POST", `/tokens/${encodeURIComponent(secret)}/refresh`, {});
+    f.current.value = "";
+    $("#rotate-dialog").close();
+    showSecret(made.apiKey, `Key “${rotating.name}” rotated`);
     await loadKeys();
   } catch (e) {
-    setStatus("Rotate: " + (e.status === 404 ? "this gateway cannot rotate by key id" : e.message), true);
+    $("#rotate-error").textContent = e.status === 404 ? "No active key matches." : e.message;
   }
 }
 
@@ -143,7 +163,7 @@ function editLimits(k) {
   editing = k;
   const f = $("#limits-form");
   f.models.value = (k.allowedModels || []).join(", ");
-  for (const name of ["rpm", "tpm", "concurrent", "budget_usd"]) f[name].value = k.limits?.[name] ?? "";
+  for (const name of ["rpm", "tpm", "concurrent", "budget_usd", "budget_period"]) f[name].value = k.limits?.[name] ?? "";
   $("#limits-title").textContent = `Limits of “${k.name}”`;
   $("#limits-error").textContent = "";
   $("#limits-dialog").showModal();
@@ -156,6 +176,7 @@ async function saveLimits(ev) {
   const models = f.models.value.split(",").map((s) => s.trim()).filter(Boolean);
   const limits = {};
   for (const name of ["rpm", "tpm", "concurrent", "budget_usd"]) if (f[name].value !== "") limits[name] = Number(f[name].value);
+  if (f.budget_period.value) limits.budget_period = f.budget_period.value;
   try {
     const saved = normKey(await api("PATCH", `/admin/keys/${encodeURIComponent(editing.id)}`, { allowedModels: models.length ? models : null, limits }));
     $("#limits-dialog").close();
@@ -183,4 +204,5 @@ export function initKeys() {
   $("#create-key").addEventListener("submit", create);
   $("#copy-key").addEventListener("click", copy);
   $("#limits-form").addEventListener("submit", saveLimits);
+  $("#rotate-form").addEventListener("submit", doRotate);
 }
