@@ -23,6 +23,7 @@ from tests.fakes.openai_fake import FakeOpenAI
 from tests.usage_seed import insert_key, insert_usage, storage_url
 
 ADMIN = "adm-browser-test-9c4a1b"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
 CHROMIUM = os.environ.get("SLUICE_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless",
@@ -284,11 +285,21 @@ def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> Non
         assert req.headers.get("authorization") == f"Bearer {ADMIN}"
         body: Any
         if req.method == "GET" and path == "/admin/keys":
+            # Like the real list, show what the database holds for the stored key.
+            stored = httpx.patch(f"{gw.url}/admin/keys/key_stub01", json={}, headers=AUTH).json()
+            keys[0].update(allowed_models=stored["allowedModels"], limits=stored["limits"] or {})
             body = {"keys": keys}
         elif req.method == "GET" and path == "/admin/teams":
             active = sum(k["active"] for k in keys)
             body = {
-                "teams": [{"id": "red", "name": "Red team", "created_at": 0, "active_keys": active}]
+                "teams": [
+                    {
+                        "id": "red",
+                        "name": "Red team",
+                        "created_at": time.time(),
+                        "active_keys": active,
+                    }
+                ]
             }
         elif req.method == "POST" and path == "/tokens":
             sent = orjson.loads(req.post_data)
