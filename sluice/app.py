@@ -108,14 +108,18 @@ class App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def route(self, path: str) -> Route | None:
-        """The route for a path: exact first, then the longest prefix."""
+    def route(self, path: str, method: str = "GET") -> Route | None:
+        """The route for a path: exact first, then the longest prefix (of several routes on
+        one prefix, e.g. DELETE and PATCH /admin/keys/, the one that allows `method`)."""
         r = self.exact.get(path)
         if r is not None:
             return r
         for p in self.prefixes:
             if path.startswith(p.path):
-                return p
+                if method in p.methods:
+                    return p
+                same = (q for q in self.prefixes if q.path == p.path and method in q.methods)
+                return next(same, p)
         return None
 
     async def http(self, req: Request) -> None:
@@ -126,7 +130,7 @@ class App:
             if req.method == "OPTIONS" and "access-control-request-method" in req.headers:
                 await self._preflight(req)
                 return
-        route = self.route(req.path)
+        route = self.route(req.path, req.method)
         try:
             if route is None:
                 raise GatewayError("NOT_FOUND", f"no endpoint at {req.path}")

@@ -317,3 +317,21 @@ async def test_queries_on_postgres(pg_database: str) -> None:
         assert [r["request_id"] for r in rows] == ["req_b3"]
     finally:
         await q.close()
+
+
+def test_routes_sharing_a_prefix_are_chosen_by_method() -> None:
+    """PATCH /admin/keys/{id} (here) and DELETE /admin/keys/{id} (access) share a prefix."""
+    from sluice.app import App
+    from sluice.routes import Route
+
+    async def handler(gw: Any, req: Any) -> None:
+        return None
+
+    delete = Route(("DELETE",), "/admin/keys/", handler, prefix=True)
+    patch = Route(("PATCH",), "/admin/keys/", handler, prefix=True)
+    app = App.__new__(App)
+    app.exact, app.prefixes = {}, [delete, patch]
+    assert app.route("/admin/keys/key_1", "PATCH") is patch
+    assert app.route("/admin/keys/key_1", "DELETE") is delete
+    assert app.route("/admin/keys/key_1", "PUT") is delete  # then 405 names the method
+    assert app.route("/admin/other", "PATCH") is None

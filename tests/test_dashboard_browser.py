@@ -212,7 +212,8 @@ def test_keys_health_phone_width_and_sign_out(page: Any, gw: Gateway) -> None:
         page.get_by_label("Team id").fill("browser-team")
         page.get_by_label("Name", exact=True).fill("browser key")
         page.get_by_role("button", name="Create key").click()
-        secret = page.get_by_label("New key").input_value()
+        expect(page.locator("#new-key-value")).not_to_have_value("")
+        secret = page.locator("#new-key-value").input_value()
         assert len(secret) > 16
         row = page.locator("#keys-table tbody tr", has_text="browser key")
         row.wait_for()
