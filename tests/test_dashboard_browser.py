@@ -235,6 +235,12 @@ def test_keys_health_phone_width_and_sign_out(page: Any, gw: Gateway) -> None:
     assert 300 <= int(page.locator("#chart-requests svg").get_attribute("width")) < 390
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, "usage-390px")
+    for name in ("Requests", "Keys", "Health"):
+        page.evaluate("document.querySelector('#status').textContent = ''")
+        page.get_by_role("tab", name=name).click()
+        expect(page.locator("#status")).to_contain_text("updated")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
+    shot(page, "health-390px")
 
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("Admin key").wait_for()

@@ -68,8 +68,8 @@ export async function loadKeys() {
   } catch (e) {
     keys = [];
     renderKeys();
-    setStatus("");
     if (e.status === 404) {
+      setStatus(`Keys updated ${new Date().toLocaleTimeString()}: team keys are not available.`);
       unavailable("#keys-unavailable", "Team keys are not available on this gateway (GET /admin/keys answered 404).");
       $("#create-key").querySelector("button").disabled = true;
     } else setStatus("Keys: " + e.message, true);
