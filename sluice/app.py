@@ -15,6 +15,7 @@ from sluice import db, errors, logsafe
 from sluice.asgi import JSON_HEADERS, ClientGone, Receive, Request, Scope, Send
 from sluice.auth import Authenticator
 from sluice.config import Settings
+from sluice.dashboard import UsageQueries
 from sluice.drain import Drain
 from sluice.errors import GatewayError
 from sluice.pipeline import Pipeline
@@ -25,6 +26,7 @@ from sluice.readiness import ReadyCheck, StorageProbe
 from sluice.redact import scrub
 from sluice.routes import Route, admin, byok, register
 from sluice.routes import anthropic as anthropic_routes
+from sluice.routes import dashboard as dashboard_routes
 from sluice.routes import native as native_routes
 from sluice.routes import observability as observability_routes
 from sluice.routes import openai as openai_routes
@@ -71,6 +73,7 @@ class Gateway:
         self.pipeline = Pipeline(self)
         self.drain = Drain(settings.server.drain_timeout_s)
         self.ready_checks: list[ReadyCheck] = [StorageProbe(self.store.engine)]
+        self.dashboard = UsageQueries(settings.storage.url)
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
@@ -88,6 +91,7 @@ class Gateway:
         await self.usage.close()
         await self.auth.close()
         await self.store.close()
+        await self.dashboard.close()
 
 
 def _all_routes() -> list[Route]:
@@ -100,6 +104,7 @@ def _all_routes() -> list[Route]:
         *byok.ROUTES,
         *register.ROUTES,
         *observability_routes.ROUTES,
+        *dashboard_routes.ROUTES,
     ]
 
 
@@ -136,14 +141,18 @@ class App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def route(self, path: str) -> Route | None:
-        """The route for a path: exact first, then the longest prefix."""
+    def route(self, path: str, method: str = "GET") -> Route | None:
+        """The route for a path: exact first, then the longest prefix (of several routes on
+        one prefix, e.g. DELETE and PATCH /admin/keys/, the one that allows `method`)."""
         r = self.exact.get(path)
         if r is not None:
             return r
         for p in self.prefixes:
             if path.startswith(p.path):
-                return p
+                if method in p.methods:
+                    return p
+                same = (q for q in self.prefixes if q.path == p.path and method in q.methods)
+                return next(same, p)
         return None
 
     async def http(self, req: Request) -> None:
@@ -154,7 +163,7 @@ class App:
             if req.method == "OPTIONS" and "access-control-request-method" in req.headers:
                 await self._preflight(req)
                 return
-        route = self.route(req.path)
+        route = self.route(req.path, req.method)
         try:
             if admin.is_admin_path(req):  # on the raw path, whatever route matched (SPEC §6)
                 self.gw.auth.require_admin(req)
