@@ -288,6 +288,8 @@ def test_image_command_serves_and_its_healthcheck_passes(fresh_venv: Path, tmp_p
         cmd[0] = str(fresh_venv / "bin" / "python")
         assert subprocess.run(cmd, env=env, timeout=10).returncode == 0
         assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).status_code == 200
+        # Package data made it into the wheel: the dashboard's page and the migrations.
+        assert httpx.get(f"http://127.0.0.1:{port}/ui", timeout=5).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
