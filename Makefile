@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test lint format bench bench-peers
+.PHONY: help install serve test lint format bench bench-peers browser
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,7 +30,11 @@ format: $(STAMP)  ## Apply ruff's formatting and fixes
 	$(BIN)/ruff format sluice tests bench
 	$(BIN)/ruff check --fix sluice tests bench
 
-test: lint  ## Lint, then the whole test suite
+browser:  ## Install Debian's Chromium for the dashboard's browser tests (if missing)
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: lint browser  ## Lint, then the whole test suite
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## Benchmark Sluice against a direct call to the upstream

@@ -16,15 +16,19 @@ from sluice.asgi import JSON_HEADERS, ClientGone, Receive, Request, Scope, Send
 from sluice.auth import Authenticator
 from sluice.cache import ResponseCache
 from sluice.config import Settings
+from sluice.dashboard import UsageQueries
+from sluice.drain import Drain
 from sluice.errors import GatewayError
 from sluice.limits import Traffic
 from sluice.pipeline import Pipeline
 from sluice.pricing import Prices
 from sluice.providers import registry
 from sluice.providers.base import Adapter
+from sluice.readiness import ReadyCheck, StorageProbe
 from sluice.redact import scrub
 from sluice.routes import Route, admin, byok, register
 from sluice.routes import anthropic as anthropic_routes
+from sluice.routes import dashboard as dashboard_routes
 from sluice.routes import native as native_routes
 from sluice.routes import observability as observability_routes
 from sluice.routes import openai as openai_routes
@@ -50,7 +54,11 @@ _UPSTREAM_HEADERS = frozenset(
 
 
 class Gateway:
-    """The parts of one running gateway."""
+    """The parts of one running gateway.
+
+    `ready_checks`: async callables answering None (ready) or a reason; GET /health/ready is
+    503 while draining or while any of them gives a reason. Append yours; keep them cheap.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -69,23 +77,29 @@ class Gateway:
         self.traffic = Traffic(settings, self.state, self.prices)
         self.cache = ResponseCache(settings.cache, self.state)
         self.pipeline = Pipeline(self)
+        self.drain = Drain(settings.server.drain_timeout_s)
+        self.ready_checks: list[ReadyCheck] = [StorageProbe(self.store.engine)]
+        self.dashboard = UsageQueries(settings.storage.url)
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
+        self.drain.install()
         logsafe.install(logsafe.secrets_of(self.settings))
         if self.settings.storage.url.startswith("sqlite"):  # PostgreSQL: `sluice db upgrade`
-            await asyncio.to_thread(db.upgrade, self.settings.storage.url)
+            await asyncio.to_thread(db.ensure_current, self.settings.storage.url)
         await self.state.start()
         await self.auth.start()
         await self.usage.start()
 
     async def shutdown(self) -> None:
         """Close pools and flush records."""
+        self.drain.uninstall()
         await self.upstream.close()
         await self.state.close()
         await self.usage.close()
         await self.auth.close()
         await self.store.close()
+        await self.dashboard.close()
 
 
 def _all_routes() -> list[Route]:
@@ -98,6 +112,7 @@ def _all_routes() -> list[Route]:
         *byok.ROUTES,
         *register.ROUTES,
         *observability_routes.ROUTES,
+        *dashboard_routes.ROUTES,
     ]
 
 
@@ -134,14 +149,18 @@ class App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def route(self, path: str) -> Route | None:
-        """The route for a path: exact first, then the longest prefix."""
+    def route(self, path: str, method: str = "GET") -> Route | None:
+        """The route for a path: exact first, then the longest prefix (of several routes on
+        one prefix, e.g. DELETE and PATCH /admin/keys/, the one that allows `method`)."""
         r = self.exact.get(path)
         if r is not None:
             return r
         for p in self.prefixes:
             if path.startswith(p.path):
-                return p
+                if method in p.methods:
+                    return p
+                same = (q for q in self.prefixes if q.path == p.path and method in q.methods)
+                return next(same, p)
         return None
 
     async def http(self, req: Request) -> None:
@@ -152,7 +171,7 @@ class App:
             if req.method == "OPTIONS" and "access-control-request-method" in req.headers:
                 await self._preflight(req)
                 return
-        route = self.route(req.path)
+        route = self.route(req.path, req.method)
         try:
             if admin.is_admin_path(req):  # on the raw path, whatever route matched (SPEC §6)
                 self.gw.auth.require_admin(req)

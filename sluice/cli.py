@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -35,6 +36,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     """Start the gateway."""
     import uvicorn
 
+    from sluice.drain import BACKSTOP_S, run_workers
+
     settings = _load(config_path)
     if config_path:
         os.environ["SLUICE_CONFIG"] = os.path.abspath(config_path)
@@ -43,16 +46,14 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         # migrated by `sluice db upgrade` as a deploy step.
         from sluice import db as storage
 
-        storage.upgrade(settings.storage.url)
-    host = host or settings.server.host
-    port = port or settings.server.port
+        storage.ensure_current(settings.storage.url)
     if workers > 1:
         _prepare_workers(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         "sluice.app:factory",
         factory=True,
-        host=host,
-        port=port,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
         workers=workers if workers > 1 else None,
         loop="uvloop",
         http="httptools",
@@ -61,9 +62,18 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         server_header=False,
         date_header=False,
         log_level="warning",
-        timeout_graceful_shutdown=int(settings.server.drain_timeout_s),
+        # The gateway ends in-flight requests itself at drain_timeout_s (sluice/drain.py);
+        # uvicorn's own cancel is only the backstop.
+        timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout_s + BACKSTOP_S),
         h11_max_incomplete_event_size=settings.server.max_request_bytes,
     )
+    if workers > 1:
+        run_workers(config)
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: it could not start (e.g. the port is taken)
 
 
 def _prepare_workers(settings: config.Settings) -> None:
@@ -81,7 +91,7 @@ def _prepare_workers(settings: config.Settings) -> None:
     if settings.storage.url.startswith("sqlite"):
         from sluice import db as storage
 
-        storage.upgrade(settings.storage.url)
+        storage.ensure_current(settings.storage.url)
 
 
 @main.command()

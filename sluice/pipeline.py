@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import errors, tokenizer
 from sluice.asgi import SSE_HEADERS, ClientGone, Request, wait_disconnect
+from sluice.drain import ended_error
 from sluice.errors import GatewayError
 from sluice.providers import canonical
 from sluice.providers.base import Adapter, StreamMeter, UpstreamCall, Usage
@@ -96,6 +97,7 @@ class Pipeline:
             rec.content = op.chat.raw  # logged only with logging.store_content
         # A client that leaves cancels this task, and with it the upstream call (SPEC §6).
         current = asyncio.current_task()
+        gw.drain.track(current)  # ended with a 503 / error event at the drain deadline
         watcher = asyncio.ensure_future(wait_disconnect(req.receive))
 
         def on_disconnect(fut: asyncio.Future[None]) -> None:
@@ -132,6 +134,10 @@ class Pipeline:
             raise
         except (asyncio.CancelledError, ClientGone):
             gone = watcher.done() and not watcher.cancelled()
+            if not gone and gw.drain.claim(current):  # SPEC §6: drain deadline, no answer yet
+                err = ended_error()
+                rec.status, rec.error_code = err.status, err.code
+                raise err from None
             if not gone or current is None:
                 raise
             current.uncancel()  # the client left: not a shutdown, so finish accounting
@@ -140,6 +146,7 @@ class Pipeline:
             rec.status, rec.error_code = 500, "INTERNAL_ERROR"  # never a success row for a bug
             raise
         finally:
+            gw.drain.untrack(current)
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
             if op.ticket is not None:
@@ -260,11 +267,20 @@ class Pipeline:
             if op.cache is not None:
                 await self.gw.cache.store_stream(op.cache, target.provider, meter)
         except GatewayError as exc:
-            rec.status, rec.error_code = exc.status, exc.code
-            await req.write(op.stream_error(exc))
-            await req.end()
+            await self._end_stream(req, rec, op, exc)
+        except asyncio.CancelledError:
+            if not self.gw.drain.claim(asyncio.current_task()):
+                raise
+            await self._end_stream(req, rec, op, ended_error())  # SPEC §6: drain deadline passed
         finally:
             rec.set_usage(meter.usage or self._estimate_stream(chat, meter), price)
+
+    @staticmethod
+    async def _end_stream(req: Request, rec: UsageRecord, op: Operation, exc: GatewayError) -> None:
+        """End a started stream with one error event in the route's shape and no [DONE]."""
+        rec.status, rec.error_code = exc.status, exc.code
+        await req.write(op.stream_error(exc))
+        await req.end()
 
     @staticmethod
     def _estimate(op: Operation, completion_chars: int) -> Usage:

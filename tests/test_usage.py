@@ -196,11 +196,17 @@ def test_storage_down_at_shutdown_spools_then_next_start_drains(
     proxy = CuttableProxy(5432)  # never listening: storage is down for the first gateway
     try:
         via_proxy = pg_database.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        # A static token: with storage down at start, open mode cannot be proven and auth
+        # fails closed (SPEC §6), so the caller authenticates without storage.
         conf = openai_config(
-            fake_openai, storage={"url": via_proxy}, logging={"spool_dir": str(tmp_path / "sp")}
+            fake_openai,
+            storage={"url": via_proxy},
+            logging={"spool_dir": str(tmp_path / "sp")},
+            auth={"tokens": ["tok-usage-static"]},
         )
         gw = start_gateway(conf)
-        with httpx.Client(base_url=gw.url, timeout=30) as c:
+        auth = {"Authorization": "Bearer tok-usage-static"}
+        with httpx.Client(base_url=gw.url, timeout=30, headers=auth) as c:
             for _ in range(7):
                 assert c.post("/v1/chat/completions", json=_chat("gpt-4o-mini")).status_code == 200
         assert gw.stop() in (0, -signal.SIGTERM)

@@ -24,8 +24,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis import asyncio as aioredis
-
 from sluice.errors import GatewayError
 from sluice.store import KEY_SHAPE, KeyRecord, Store
 
@@ -43,6 +41,13 @@ def channel_for(storage_url: str) -> str:
     return "sluice:keys:" + hashlib.sha256(storage_url.encode()).hexdigest()[:16]
 
 
+def _redis(url: str) -> Any:
+    """A Redis client, imported on first use: a gateway without Redis never loads it."""
+    from redis import asyncio as aioredis
+
+    return aioredis.from_url(url)
+
+
 def storage_down() -> GatewayError:
     """The answer when a key cannot be checked because storage is unreachable."""
     return GatewayError("SERVICE_UNAVAILABLE", "key storage is unavailable; try again shortly")
@@ -53,7 +58,7 @@ class KeyEvents:
 
     def __init__(self, redis_url: str | None, channel: str) -> None:
         self.channel = channel
-        self.client = aioredis.from_url(redis_url) if redis_url else None
+        self.client = _redis(redis_url) if redis_url else None
 
     async def publish(self, op: str, rec: KeyRecord) -> None:
         """Tell every instance about `op` ("revoke" or "create") on a key (no secret sent)."""
@@ -214,7 +219,7 @@ class KeyAuth:
         assert self.redis_url is not None
         warned = False
         while True:
-            client: Any = aioredis.from_url(self.redis_url)
+            client: Any = _redis(self.redis_url)
             try:
                 pubsub = client.pubsub()
                 await pubsub.subscribe(self.events.channel)

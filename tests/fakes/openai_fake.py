@@ -5,7 +5,8 @@ Fault modes are chosen by the model name's suffix, so parallel tests never share
   -reset (stream breaks after two chunks)  -flaky (500 the first time a `user` value is
   seen, then success)  -echokey (a 401 whose message repeats the Authorization header)
   -nousage (a stream with no usage chunk)  -truncate (stream ends without [DONE])
-  -slowstream (0.2 s between stream chunks, so a client can leave mid-stream)
+  -slowstream (`stream_interval` seconds, 0.2 by default, between stream chunks, so a client
+  can leave mid-stream and a drain can catch a stream in flight)
 Every request is recorded (method, path, headers, body) for assertions via `.requests`.
 """
 
@@ -47,6 +48,7 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.chunks = 6
+        self.stream_interval = 0.2
 
     @property
     def url(self) -> str:
@@ -182,13 +184,14 @@ class FakeOpenAI:
                 **extra,
             }
         )
+        paced = model.endswith("-slowstream")
         for i, w in enumerate(words):
+            if paced:
+                await asyncio.sleep(self.stream_interval)
             if model.endswith("-reset") and i == 2:
                 assert request.transport is not None
                 request.transport.abort()  # a reset mid-stream
                 return resp
-            if model.endswith("-slowstream"):
-                await asyncio.sleep(0.2)
             await send(
                 {
                     **base,

@@ -1,0 +1,208 @@
+// Keys tab: team keys (create, shown once; rotate; revoke; limits and models) and teams.
+// Controls whose endpoint answers 404 are hidden or disabled with a note.
+import { $, api, fillTable, fmt, h, setStatus } from "./lib.js";
+
+let keys = [];
+let editing = null;
+
+const list = (d, name) => (Array.isArray(d) ? d : (d && (d[name] || d.data)) || []);
+const when = (v) => (v === null || v === undefined ? "—" : fmt.time(typeof v === "number" ? v : Date.parse(v) / 1000));
+
+function normKey(k) {
+  return {
+    id: k.id ?? k.keyId ?? k.key_id,
+    teamId: k.teamId ?? k.team_id ?? k.team,
+    name: k.name ?? "",
+    prefix: k.prefix ?? k.keyPrefix ?? "",
+    createdAt: k.createdAt ?? k.created_at,
+    revoked: Boolean(k.revokedAt ?? k.revoked_at ?? k.revoked) || k.active === false,
+    allowedModels: k.allowedModels ?? k.allowed_models ?? null,
+    limits: k.limits ?? null,
+  };
+}
+
+function limitsText(l) {
+  if (!l) return "—";
+  const text = (k, v) => (k === "budget_usd" ? `budget ${fmt.usd(v)}` : k === "budget_period" ? `per ${v}` : `${k} ${fmt.int(v)}`);
+  return Object.entries(l).filter(([, v]) => v !== null).map(([k, v]) => text(k, v)).join(", ") || "—";
+}
+
+function actions(k) {
+  if (k.revoked) return "";
+  const label = (what) => `${what} key ${k.name || k.id}`;
+  return h("div", { class: "row" },
+    h("button", { type: "button", class: "secondary small", "aria-label": label("Rotate"), onclick: () => rotate(k) }, "Rotate"),
+    h("button", { type: "button", class: "secondary small", "aria-label": label("Edit limits of"), onclick: () => editLimits(k) }, "Limits"),
+    h("button", { type: "button", class: "danger small", "aria-label": label("Revoke"), onclick: () => revoke(k) }, "Revoke"));
+}
+
+function renderKeys() {
+  const tbody = $("#keys-table tbody");
+  fillTable(tbody, keys, [
+    { value: (k) => k.name },
+    { value: (k) => h("code", {}, k.id) },
+    { value: (k) => k.teamId },
+    { value: (k) => h("code", {}, k.prefix + "…") },
+    { value: (k) => when(k.createdAt) },
+    { value: (k) => (k.revoked ? "revoked" : "active") },
+    { value: (k) => (k.allowedModels ? k.allowedModels.join(", ") : "any") },
+    { value: (k) => limitsText(k.limits) },
+    { value: actions },
+  ], "No keys yet.");
+  keys.forEach((k, i) => { if (k.revoked) tbody.rows[i].classList.add("revoked"); });
+}
+
+function unavailable(sel, text) {
+  const el = $(sel);
+  el.textContent = text;
+  el.hidden = false;
+}
+
+export async function loadKeys() {
+  try {
+    keys = list(await api("GET", "/admin/keys"), "keys").map(normKey);
+    $("#keys-unavailable").hidden = true;
+    $("#create-key").querySelector("button").disabled = false;
+    renderKeys();
+    setStatus(`Keys updated ${new Date().toLocaleTimeString()}.`);
+  } catch (e) {
+    keys = [];
+    renderKeys();
+    if (e.status === 404) {
+      setStatus(`Keys updated ${new Date().toLocaleTimeString()}: team keys are not available.`);
+      unavailable("#keys-unavailable", "Team keys are not available on this gateway (GET /admin/keys answered 404).");
+      $("#create-key").querySelector("button").disabled = true;
+    } else setStatus("Keys: " + e.message, true);
+  }
+  await loadTeams();
+}
+
+async function loadTeams() {
+  let teams;
+  try {
+    teams = list(await api("GET", "/admin/teams"), "teams");
+  } catch (e) {
+    if (e.status === 404) unavailable("#teams-unavailable", "Teams are not available on this gateway (GET /admin/teams answered 404).");
+    else setStatus("Teams: " + e.message, true);
+    teams = [...new Set(keys.map((k) => k.teamId))].map((id) => ({ id }));
+  }
+  const count = (id) => keys.filter((k) => k.teamId === id && !k.revoked).length;
+  fillTable($("#teams-table tbody"), teams, [
+    { value: (t) => t.id ?? t.teamId },
+    { value: (t) => t.name ?? "—" },
+    { value: (t) => when(t.createdAt ?? t.created_at) },
+    { num: true, value: (t) => String(t.active_keys ?? t.activeKeys ?? count(t.id ?? t.teamId)) },
+  ], "No teams yet.");
+  $("#team-ids").replaceChildren(...teams.map((t) => h("option", { value: t.id ?? t.teamId })));
+}
+
+function showSecret(secret, what) {
+  $("#new-key").hidden = false;
+  $("#new-key-value").value = secret;
+  $("#copy-status").textContent = "";
+  $("#new-key-value").focus();
+  $("#new-key-value").select();
+  setStatus(`${what}. Copy the key now: it is shown only once.`);
+}
+
+async function create(ev) {
+  ev.preventDefault();
+  const form = ev.target;
+  try {
+    const made = await api("POST", "/tokens", { teamId: form.teamId.value.trim(), name: form.name.value.trim() });
+    showSecret(made.apiKey, `Key “${made.name}” created for team ${made.teamId}`);
+    form.name.value = "";
+    await loadKeys();
+  } catch (e) {
+    setStatus("Create key: " + (e.status === 404 ? "not available on this gateway" : e.message), true);
+  }
+}
+
+let rotating = null;
+
+function rotate(k) {
+  rotating = k;
+  $("#rotate-title").textContent = `Rotate key “${k.name}”`;
+  $("#rotate-error").textContent = "";
+  $("#rotate-current").value = "";
+  $("#rotate-dialog").showModal();
+}
+
+async function doRotate(ev) {
+  const f = ev.target;
+  if (ev.submitter?.value !== "rotate" || !rotating) { f.current.value = ""; return; }
+  ev.preventDefault();
+  const secret = f.current.value.trim();
+  if (rotating.prefix && !secret.startsWith(rotating.prefix)) {
+    $("#rotate-error").textContent = `That is not this key: it should start with ${rotating.prefix}.`;
+    return;
+  }
+  try {
+    const made = await api("POST", `/tokens/${encodeURIComponent(secret)}/refresh`, {});
+    f.current.value = "";
+    $("#rotate-dialog").close();
+    showSecret(made.apiKey, `Key “${rotating.name}” rotated`);
+    await loadKeys();
+  } catch (e) {
+    $("#rotate-error").textContent = e.status === 404 ? "No active key matches." : e.message;
+  }
+}
+
+async function revoke(k) {
+  if (!confirm(`Revoke key “${k.name}”? This cannot be undone.`)) return;
+  try {
+    await api("DELETE", `/admin/keys/${encodeURIComponent(k.id)}`);
+    setStatus(`Key “${k.name}” revoked.`);
+    await loadKeys();
+  } catch (e) {
+    setStatus("Revoke: " + e.message, true);
+  }
+}
+
+function editLimits(k) {
+  editing = k;
+  const f = $("#limits-form");
+  f.models.value = (k.allowedModels || []).join(", ");
+  for (const name of ["rpm", "tpm", "concurrent", "budget_usd", "budget_period"]) f[name].value = k.limits?.[name] ?? "";
+  $("#limits-title").textContent = `Limits of “${k.name}”`;
+  $("#limits-error").textContent = "";
+  $("#limits-dialog").showModal();
+}
+
+async function saveLimits(ev) {
+  const f = ev.target;
+  if (ev.submitter?.value !== "save" || !editing) return;
+  ev.preventDefault();
+  const models = f.models.value.split(",").map((s) => s.trim()).filter(Boolean);
+  const limits = {};
+  for (const name of ["rpm", "tpm", "concurrent", "budget_usd"]) if (f[name].value !== "") limits[name] = Number(f[name].value);
+  if (f.budget_period.value) limits.budget_period = f.budget_period.value;
+  try {
+    const saved = normKey(await api("PATCH", `/admin/keys/${encodeURIComponent(editing.id)}`, { allowedModels: models.length ? models : null, limits }));
+    $("#limits-dialog").close();
+    // Show what the gateway stored (the key list may not carry limits).
+    keys = keys.map((k) => (k.id === saved.id ? { ...k, allowedModels: saved.allowedModels, limits: saved.limits } : k));
+    renderKeys();
+    setStatus(`Limits of “${editing.name}” saved.`);
+  } catch (e) {
+    $("#limits-error").textContent = e.status === 404 || e.status === 405 ? "Setting limits is not available on this gateway." : e.message;
+  }
+}
+
+async function copy() {
+  const input = $("#new-key-value");
+  try {
+    await navigator.clipboard.writeText(input.value);
+  } catch {
+    input.select();
+    document.execCommand("copy");
+  }
+  $("#copy-status").textContent = "Copied to the clipboard.";
+}
+
+export function initKeys() {
+  $("#create-key").addEventListener("submit", create);
+  $("#copy-key").addEventListener("click", copy);
+  $("#limits-form").addEventListener("submit", saveLimits);
+  $("#rotate-form").addEventListener("submit", doRotate);
+}
