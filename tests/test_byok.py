@@ -3,8 +3,6 @@ that must appear nowhere but in the request to the upstream."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +15,7 @@ from sluice.providers import registry
 from sluice.routes.byok import SERVICES
 from tests.conftest import Gateway, free_port, launch_gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
+from tests.fakes.server import FakeServer
 
 SIX = [
     "openai_chat",
@@ -28,41 +27,16 @@ SIX = [
 ]
 
 
-class EchoUpstream:
+class EchoUpstream(FakeServer):
     """Answers any POST with a JSON body naming the path and a usage block; records headers."""
 
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.port = 0
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/{tail:.*}", self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        await self.record(request)
         answer = {"path": request.path, "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
         return web.json_response(answer)
-
-    def start(self) -> EchoUpstream:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self.loop = loop
-            app = web.Application()
-            app.router.add_post("/{tail:.*}", self.handle)
-            runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ Fault modes by the model name's suffix: -429 (retry-after 1) -500 -529 (overload
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import threading
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.server import FakeServer
 
 WORDS = ["Hello", " from", " the", " fake", " Anthropic", "."]
 KEY = "sk-ant-test-upstream-0001"
@@ -72,23 +72,19 @@ def _check_tool_results(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer):
     """Start with `.start()` (a background thread); `.url` is the base URL (no /v1)."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
+        super().__init__()
         self.key = KEY
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def app(self) -> web.Application:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self.messages)
-        return app
 
     @staticmethod
     def _error(
@@ -224,33 +220,6 @@ class FakeAnthropic:
         await send("message_stop", {"type": "message_stop"})
         await resp.write_eof()
         return resp
-
-    # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> FakeAnthropic:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            runner = web.AppRunner(self.app(), access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
 
 
 def _block_events(i: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

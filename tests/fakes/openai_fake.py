@@ -13,12 +13,13 @@ Every request is recorded (method, path, headers, body) for assertions via `.req
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.server import FakeServer
 
 WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
 
@@ -38,15 +39,12 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return sum(len(str(m.get("content", "")).split()) + 3 for m in msgs if isinstance(m, dict))
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """Start with `.start()` (a background thread); `.url` is the base URL incl. /v1."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
+        super().__init__()
         self._seen_users: set[str] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self.chunks = 6
         self.stream_interval = 0.2
 
@@ -54,26 +52,11 @@ class FakeOpenAI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def app(self) -> web.Application:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        return app
-
-    async def _record(self, request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
-        body = orjson.loads(raw) if raw else {}
-        self.requests.append(
-            {
-                "method": request.method,
-                "path": request.path,
-                "headers": dict(request.headers),
-                "body": body,
-            }
-        )
-        return body
 
     async def _fault(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse | None:
         model = str(body.get("model", ""))
@@ -120,7 +103,7 @@ class FakeOpenAI:
         )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await self._record(request)
+        body = await self.record(request)
         fault = await self._fault(request, body)
         if fault is not None:
             return fault
@@ -221,7 +204,7 @@ class FakeOpenAI:
         return resp
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        body = await self._record(request)
+        body = await self.record(request)
         fault = await self._fault(request, body)
         if fault is not None:
             return fault
@@ -240,7 +223,7 @@ class FakeOpenAI:
         )
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        body = await self._record(request)
+        body = await self.record(request)
         fault = await self._fault(request, body)
         if fault is not None:
             return fault
@@ -267,34 +250,6 @@ class FakeOpenAI:
                 "data": [{"id": "gpt-fake", "object": "model", "created": 0, "owned_by": "fake"}],
             }
         )
-
-    # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> FakeOpenAI:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            runner = web.AppRunner(self.app(), access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self._runner = runner
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
 
 
 if __name__ == "__main__":  # run standalone: python -m tests.fakes.openai_fake PORT

@@ -43,7 +43,7 @@ class FakeOpenAIWithTools(FakeOpenAI):
         calls = _calls(body) if isinstance(body, dict) and "messages" in body else []
         if not calls:
             return await super().chat(request)
-        await self._record(request)
+        await self.record(request)
         usage = _usage(_prompt_tokens(body), 7 * len(calls))
         base = {"id": "chatcmpl-tools1", "created": 1, "model": body["model"]}
         if not body.get("stream"):

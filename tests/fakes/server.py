@@ -28,7 +28,14 @@ class FakeServer:
         return f"http://127.0.0.1:{self.port}"
 
     def routes(self, app: web.Application) -> None:
+        """Add this fake's endpoints."""
         raise NotImplementedError
+
+    def app(self) -> web.Application:
+        """The aiohttp application (also for running a fake standalone)."""
+        app = web.Application()
+        self.routes(app)
+        return app
 
     async def record(self, request: web.Request) -> dict[str, Any]:
         """Read and remember a request; returns its JSON body ({} when empty)."""
@@ -68,9 +75,7 @@ class FakeServer:
         def run() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
-            app = web.Application()
-            self.routes(app)
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(self.app(), access_log=None)
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
             loop.run_until_complete(site.start())
