@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test lint format bench bench-peers browser
+.PHONY: help install serve test lint format bench bench-peers system-deps
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,15 +30,20 @@ format: $(STAMP)  ## Apply ruff's formatting and fixes
 	$(BIN)/ruff format sluice tests bench
 	$(BIN)/ruff check --fix sluice tests bench
 
-browser:  ## Install Debian's Chromium for the dashboard's browser tests (if missing)
-	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+system-deps:  ## Install Debian's chromium (browser tests), nginx and wrk (deploy check, bench) if missing
+	@missing=""; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
-test: lint browser  ## Lint, then the whole test suite
+test: lint system-deps  ## Lint, then the whole test suite
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)  ## Benchmark Sluice against a direct call to the upstream
+bench: $(STAMP) system-deps  ## Benchmark Sluice against a direct call to the upstream
 	$(BIN)/python -m bench.run
 
-bench-peers: $(STAMP)  ## Also install and measure LiteLLM and Portkey (ignored folders)
+bench-peers: $(STAMP) system-deps  ## Also install and measure LiteLLM and Portkey (ignored folders)
 	$(BIN)/python -m bench.run --peers
