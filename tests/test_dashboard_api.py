@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sluice import db
 from sluice.dashboard import Filters, UsageQueries
 from sluice.usage import UsageRecord
 from tests.conftest import Gateway, launch_gateway
@@ -305,7 +306,8 @@ async def test_queries_on_postgres(pg_database: str) -> None:
     import asyncio
 
     await asyncio.to_thread(insert_usage, pg_database, _records())
-    q = UsageQueries(pg_database)
+    engine = db.engine_for(pg_database)
+    q = UsageQueries(engine)
     try:
         d = await q.timeseries(Filters(T0, T0 + 4 * 3600), "hour")
         assert [p["requests"] for p in d["series"]] == [10, 0, 4, 0]
@@ -316,7 +318,7 @@ async def test_queries_on_postgres(pg_database: str) -> None:
         rows = await q.recent(5, status="4xx")
         assert [r["request_id"] for r in rows] == ["req_b3"]
     finally:
-        await q.close()
+        await engine.dispose()
 
 
 def test_routes_sharing_a_prefix_are_chosen_by_method() -> None:

@@ -123,28 +123,22 @@ let rotating = null;
 function rotate(k) {
   rotating = k;
   $("#rotate-title").textContent = `Rotate key “${k.name}”`;
+  $("#rotate-prefix").textContent = k.prefix || k.id;
   $("#rotate-error").textContent = "";
-  $("#rotate-current").value = "";
   $("#rotate-dialog").showModal();
 }
 
+// Rotation by id (POST /admin/keys/{id}/rotate): admins never hold the secret.
 async function doRotate(ev) {
-  const f = ev.target;
-  if (ev.submitter?.value !== "rotate" || !rotating) { f.current.value = ""; return; }
+  if (ev.submitter?.value !== "rotate" || !rotating) return;
   ev.preventDefault();
-  const secret = f.current.value.trim();
-  if (rotating.prefix && !secret.startsWith(rotating.prefix)) {
-    $("#rotate-error").textContent = `That is not this key: it should start with ${rotating.prefix}.`;
-    return;
-  }
   try {
-    const made = await api("POST", `/tokens/${encodeURIComponent(secret)}/refresh`, {});
-    f.current.value = "";
+    const made = await api("POST", `/admin/keys/${encodeURIComponent(rotating.id)}/rotate`, {});
     $("#rotate-dialog").close();
     showSecret(made.apiKey, `Key “${rotating.name}” rotated`);
     await loadKeys();
   } catch (e) {
-    $("#rotate-error").textContent = e.status === 404 ? "No active key matches." : e.message;
+    $("#rotate-error").textContent = e.status === 404 ? "This key is no longer active." : e.message;
   }
 }
 
