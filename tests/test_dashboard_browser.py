@@ -324,6 +324,18 @@ def test_key_management_flows_on_real_keys(page: Any, gw: Gateway) -> None:
     assert refused.status_code == 403, refused.text
     assert chat(gw, second, "gpt-4o-mini", "req_managed_5").status_code == 200
 
+    # Live state (GET /admin/limits): the one request since the limits were set is counted.
+    live.get_by_role("button", name="Live").click()
+    state = page.locator("#key-state")
+    expect(state).to_contain_text("Live limits of “managed key”")
+    rpm = state.locator("#key-state-limits tbody tr", has_text="rpm")
+    expect(rpm).to_contain_text("60")
+    assert rpm.locator("td").nth(3).inner_text() == "59"
+    week = state.locator("#key-state-budgets tbody tr", has_text="week")
+    expect(week).to_contain_text("$25.00")
+    assert week.locator("td").nth(3).inner_text() != "$0.00"
+    shot(page, "key-live-limits")
+
     live.get_by_role("button", name="Revoke").click()
     expect(page.locator("#keys-table tbody tr.revoked", has_text="managed key")).to_have_count(2)
     assert chat(gw, second, "gpt-4o", "req_managed_6").status_code == 401

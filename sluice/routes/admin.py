@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from sluice import schema
+from sluice.auth import Principal
 from sluice.auth.keys import KeyAuth, storage_down
 from sluice.errors import GatewayError, validation
 from sluice.routes import Route
@@ -185,6 +186,21 @@ async def revoke_key(gw: Gateway, req: Request) -> None:
     await req.json(200, {"id": rec.id, "revoked": True, "revoked_at": rec.revoked_at})
 
 
+async def key_limits(gw: Gateway, req: Request) -> None:
+    """GET /admin/limits?key=<id>: a key's limits (limit, remaining, reset) and budgets
+    (spent, left, reset) as they stand now; peeked, nothing reserved."""
+    keys = _keys(gw, req)
+    key_id = req.query.get("key") or ""
+    if not key_id.startswith("key_") or len(key_id) > 64:
+        raise validation("key", "a key id (key_…)")
+    rec = await _db(keys.store.by_id(key_id))
+    if rec is None:
+        raise GatewayError("NOT_FOUND", "no such key id", param="key")
+    who = Principal("key", team=rec.team_id, key_id=rec.id, limits=rec.limits)
+    view = await gw.traffic.describe_key(who)
+    await req.json(200, {"key": rec.id, "team": rec.team_id, "active": rec.active, **view})
+
+
 async def list_teams(gw: Gateway, req: Request) -> None:
     """GET /admin/teams: teams and their active key counts."""
     keys = _keys(gw, req)
@@ -198,4 +214,5 @@ ROUTES = [
     Route(("DELETE",), "/admin/keys/", revoke_key, shape="plain", prefix=True),
     Route(("POST",), "/admin/keys/", rotate_key, shape="plain", prefix=True),
     Route(("GET",), "/admin/teams", list_teams, shape="plain"),
+    Route(("GET",), "/admin/limits", key_limits, shape="plain"),
 ]
