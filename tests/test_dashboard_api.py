@@ -1,7 +1,8 @@
 """The dashboard's HTTP side: /ui without credentials, the admin read endpoints, PATCH keys.
 
-Usage rows are inserted straight into the gateway's SQLite file (tests/usage_seed.py) until
-the batched usage writer is merged; the queries themselves also run against PostgreSQL.
+Usage rows are inserted straight into the gateway's SQLite file (tests/usage_seed.py): the
+bucket and percentile checks need rows at fixed past times and latencies, which real requests
+cannot give. The queries also run against PostgreSQL. Real traffic is the browser test's.
 """
 
 from __future__ import annotations
