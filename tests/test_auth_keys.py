@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, Gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
+from tests.traffic_util import fresh_window
 
 ADMIN = "adm_" + "a1" * 16
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
@@ -432,6 +433,7 @@ def test_admin_limits_shows_a_keys_live_state_without_reserving(
         budgets=[{"scope": "team", "usd": 100, "period": "month"}],
     )
     gw = start_gateway(config)
+    fresh_window(20.0)  # rpm windows are UTC minutes: keep the whole test inside one
     limits = {"rpm": 5, "tpm": 100000, "budget_usd": 10, "budget_period": "day"}
     key = create(gw, team="team_lim", limits=limits)["apiKey"]
     key_id = httpx.get(gw.url + "/admin/keys", headers=ADMIN_H).json()["keys"][0]["id"]
