@@ -72,6 +72,7 @@ class Gateway:
         self.store = Store(settings.storage.url)
         self.auth = Authenticator(settings, self.store)
         self.usage = UsageSink(settings)
+        self.usage.writer.share_engine(self.store.engine)  # one engine per database
         r = settings.redis
         self.state = state.build(r.url, r.prefix, r.instances, settings.cache.max_entries)
         self.traffic = Traffic(settings, self.state, self.prices)
@@ -79,7 +80,7 @@ class Gateway:
         self.pipeline = Pipeline(self)
         self.drain = Drain(settings.server.drain_timeout_s)
         self.ready_checks: list[ReadyCheck] = [StorageProbe(self.store.engine)]
-        self.dashboard = UsageQueries(settings.storage.url)
+        self.dashboard = UsageQueries(self.store.engine)
 
     async def startup(self) -> None:
         """Open what needs opening before the first request."""
@@ -98,8 +99,7 @@ class Gateway:
         await self.state.close()
         await self.usage.close()
         await self.auth.close()
-        await self.store.close()
-        await self.dashboard.close()
+        await self.store.close()  # last: the writer and the dashboard share its engine
 
 
 def _all_routes() -> list[Route]:

@@ -13,10 +13,10 @@ from typing import Any
 
 from sqlalchemy import Integer, and_, case, cast, func, literal, or_, select, true, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from sluice.db import api_keys, async_url, usage
+from sluice.db import api_keys, usage
 from sluice.errors import GatewayError
 
 BUCKETS = {"hour": 3600, "day": 86400}
@@ -126,25 +126,12 @@ def _empty() -> dict[str, Any]:
 
 
 class UsageQueries:
-    """The dashboard's queries over one storage URL; the engine is created on first use."""
+    """The dashboard's queries, through the gateway's engine for `storage.url` (its owner,
+    `Store`, disposes of it)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.postgres = url.startswith(("postgresql", "postgres:"))
-        self._engine: AsyncEngine | None = None
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The async engine (lazily created, so a gateway that never serves /admin opens none)."""
-        if self._engine is None:
-            self._engine = create_async_engine(async_url(self.url))
-        return self._engine
-
-    async def close(self) -> None:
-        """Dispose of the engine's pool."""
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
 
     def _bucket(self, size: int, offset: int) -> ColumnElement[Any]:
         """The start (epoch s) of the bucket a row falls in; `offset` shifts to local days."""

@@ -19,7 +19,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    event,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
 
@@ -92,6 +94,31 @@ def async_url(url: str) -> str:
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+asyncpg://" + url.split("://", 1)[1]
     return url
+
+
+def engine_for(url: str) -> AsyncEngine:
+    """The one async engine a gateway opens for `storage.url`, shared by team keys (`Store`),
+    the usage writer and the dashboard's queries."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        # Several workers share one file: wait for the lock instead of failing at once.
+        kwargs["connect_args"] = {"timeout": 15}
+    else:
+        # A dropped connection must fail a key lookup fast, not hang a request; callers bound
+        # their own statements (the writer 10 s, lookups less), this is the backstop.
+        kwargs["connect_args"] = {"timeout": 5, "command_timeout": 30}
+        kwargs.update(pool_size=5, max_overflow=5, pool_timeout=3)
+    engine = create_async_engine(async_url(url), **kwargs)
+    if url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets workers' batches and readers (key lookups, admin queries) proceed side by side."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
 
 
 def alembic_config(url: str) -> Any:

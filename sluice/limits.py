@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sluice.usage import UsageRecord
 
 _KINDS = ("rpm", "tpm", "concurrent")
+_KEY_SCOPES = ("key", "team", "global")  # rules an admin's view of one key shows
 
 
 class LimitCheck(NamedTuple):
@@ -75,8 +76,9 @@ def native_max_tokens(body: bytes) -> int:
     return budgets.DEFAULT_MAX_TOKENS
 
 
-def identity(scope: str, principal: Principal, req: Request, model: str) -> str | None:
-    """Who a rule of `scope` counts for this request (None: the rule does not apply)."""
+def identity(scope: str, principal: Principal, req: Request | None, model: str) -> str | None:
+    """Who a rule of `scope` counts for this request (None: the rule does not apply; without
+    a request, as for an admin's view of a key, ip rules do not)."""
     if scope == "key":
         return principal.key_id
     if scope == "team":
@@ -86,7 +88,7 @@ def identity(scope: str, principal: Principal, req: Request, model: str) -> str 
     if scope == "session":
         return principal.session
     if scope == "ip":
-        return req.client_ip or None
+        return (req.client_ip or None) if req is not None else None
     if scope == "model":
         return model
     return "*"
@@ -223,7 +225,7 @@ class Traffic:
         self.inflight_ttl_ms = int((settings.server.upstream_timeout_s + 60) * 1000)
 
     def _limits(
-        self, req: Request, principal: Principal, model: str, tokens: int
+        self, req: Request | None, principal: Principal, model: str, tokens: int
     ) -> list[LimitCheck]:
         caps: dict[tuple[str, str, str], int] = {}
         for scope, kind, cap in self.limit_rules:
@@ -252,7 +254,7 @@ class Traffic:
         return out
 
     def _budget_rules(
-        self, req: Request, principal: Principal
+        self, req: Request | None, principal: Principal
     ) -> dict[tuple[str, str, str], float]:
         rules: dict[tuple[str, str, str], float] = {}
         for scope, usd, kind in self.budget_rules:
@@ -332,10 +334,23 @@ class Traffic:
 
     async def describe(self, req: Request, principal: Principal, plan: Plan) -> dict[str, Any]:
         """What is left of the caller's limits and budgets for `plan`, reserving nothing."""
-        limits = self._limits(req, principal, plan.model, 0)
+        return await self._peek(
+            self._limits(req, principal, plan.model, 0), self._budget_rules(req, principal)
+        )
+
+    async def describe_key(self, principal: Principal) -> dict[str, Any]:
+        """A key's live limits and budgets, reserving nothing: the rules that count per key,
+        per team or globally (per-request scopes such as ip, session or model are left out)."""
+        limits = [c for c in self._limits(None, principal, "", 0) if c.scope in _KEY_SCOPES]
+        rules = self._budget_rules(None, principal)
+        return await self._peek(limits, {k: v for k, v in rules.items() if k[0] in _KEY_SCOPES})
+
+    async def _peek(
+        self, limits: list[LimitCheck], rules: dict[tuple[str, str, str], float]
+    ) -> dict[str, Any]:
         checks = [
             budgets.budget_check(s, i, usd, k, 0, budgets.utcnow())
-            for (s, i, k), usd in self._budget_rules(req, principal).items()
+            for (s, i, k), usd in rules.items()
         ]
         keys = [c.counter.key for c in limits] + [b.counter.key for b in checks]
         seen = await self.state.peek(keys)
@@ -352,12 +367,15 @@ class Traffic:
         out_budgets = [
             {
                 "scope": b.scope,
-                "period": b.period.key,
+                "per": per,  # day | week | month | total
+                "period": b.period.key,  # which one: d20261123, m202611, ...
                 "usd": b.usd,
                 "spent_usd": value / budgets.NANO,
                 "remaining_usd": max(0.0, b.usd - value / budgets.NANO),
                 "resets_at": b.period.resets_at.isoformat() if b.period.resets_at else None,
             }
-            for b, (value, _) in zip(checks, seen[len(limits) :], strict=False)
+            for b, per, (value, _) in zip(
+                checks, (k for _, _, k in rules), seen[len(limits) :], strict=False
+            )
         ]
         return {"limits": out_limits, "budgets": out_budgets}

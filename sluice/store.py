@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sluice.db import api_keys, async_url, teams
+from sluice.db import api_keys, engine_for, teams
 
 KEY_SHAPE = re.compile(r"^sk_[0-9a-f]{64}$")
 PREFIX_LEN = 11  # "sk_" + 8 hex: enough to recognise a key, useless to use it
@@ -94,11 +94,8 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {}
-        if not url.startswith("sqlite"):
-            # A dropped connection must fail the lookup fast, not hang a request.
-            kwargs = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5, "pool_timeout": 3}
-        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        # The gateway's one engine for this URL: the usage writer and the dashboard use it too.
+        self.engine: AsyncEngine = engine_for(url)
 
     async def close(self) -> None:
         """Release the connection pool."""

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sluice import db
 from sluice.spool import Spool
@@ -45,25 +45,8 @@ _UNOBSERVED = "_unobserved"  # a spilled row not yet audited or counted in metri
 
 
 def engine_for(url: str) -> AsyncEngine:
-    """An async engine for `storage.url` with timeouts suited to a background writer."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        # Several workers share one file: wait for the lock instead of failing at once.
-        kwargs["connect_args"] = {"timeout": 15}
-    else:
-        kwargs["connect_args"] = {"timeout": 5, "command_timeout": _STORAGE_TIMEOUT_S}
-        kwargs["pool_size"] = 2
-    engine = create_async_engine(db.async_url(url), **kwargs)
-    if url.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _sqlite_wal)
-    return engine
-
-
-def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets workers' batches and readers (admin queries) proceed side by side."""
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.close()
+    """An engine of its own for `storage.url` (the CLI; a gateway shares `Store`'s)."""
+    return db.engine_for(url)
 
 
 def to_row(rec: UsageRecord, clean: Callable[[str], str]) -> dict[str, Any]:
@@ -106,6 +89,7 @@ class UsageWriter:
         self._hurry = asyncio.Event()  # a full batch or a shutdown: stop lingering
         self._task: asyncio.Task[None] | None = None
         self._engine: AsyncEngine | None = None
+        self._owns_engine = False  # True when start() opened it (no shared engine given)
         self._closing = False
         self._stopped = False  # after close(): a late record is spooled, never left in memory
         self._down_until = 0.0  # monotonic; storage is not retried before this
@@ -144,9 +128,16 @@ class UsageWriter:
         self.on_count(kind, n)
 
     # --- lifecycle ------------------------------------------------------------------------
+    def share_engine(self, engine: AsyncEngine) -> None:
+        """Write through `engine` (the gateway's one engine for this URL) instead of opening
+        one; its owner disposes of it, after `close()`."""
+        self._engine = engine
+
     async def start(self) -> None:
-        """Open the engine and start the background task."""
-        self._engine = engine_for(self.url)
+        """Open the engine (unless one is shared) and start the background task."""
+        if self._engine is None:
+            self._engine = engine_for(self.url)
+            self._owns_engine = True
         self._task = asyncio.create_task(self._run(), name="sluice-usage-writer")
 
     async def close(self) -> None:
@@ -160,7 +151,7 @@ class UsageWriter:
         while self._buf:  # the task ended early (it should not): flush here
             await self._flush()
         self._stopped = True
-        if self._engine is not None:
+        if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
 
     @property

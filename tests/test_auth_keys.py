@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, Gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
+from tests.traffic_util import fresh_window
 
 ADMIN = "adm_" + "a1" * 16
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
@@ -366,3 +367,101 @@ def test_open_until_the_first_key_then_closed(
     again = start_gateway(cfg)
     assert "AUTH IS OFF" not in again.stderr()
     assert chat(again, None).status_code == 401
+
+
+def test_admin_rotates_by_id_and_the_old_key_stops(
+    start_gateway: Callable[..., Gateway], fake_openai: FakeOpenAI, storage: str
+) -> None:
+    gw = start_gateway(keys_config(fake_openai, storage))
+    old = create(gw, models=["gpt-4o*"], limits={"rpm": 50})
+    assert chat(gw, old["apiKey"]).status_code == 200  # cached
+    key_id = httpx.get(gw.url + "/admin/keys", headers=ADMIN_H).json()["keys"][0]["id"]
+    url = gw.url + f"/admin/keys/{key_id}/rotate"
+    assert httpx.post(url).status_code == 401
+    assert httpx.post(url, headers={"Authorization": f"Bearer {old['apiKey']}"}).status_code == 401
+    r = httpx.post(url, headers=ADMIN_H)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"apiKey", "teamId", "name", "createdAt", "id"}
+    assert KEY_RE.match(body["apiKey"]) and ISO_RE.match(body["createdAt"])
+    assert (body["teamId"], body["name"], body["createdAt"]) == (
+        "team_123",
+        "Acme Corp",
+        old["createdAt"],
+    )
+    assert chat(gw, old["apiKey"]).status_code == 401  # at once, on this instance
+    assert chat(gw, body["apiKey"]).status_code == 200
+    listed = {k["id"]: k for k in httpx.get(gw.url + "/admin/keys", headers=ADMIN_H).json()["keys"]}
+    assert listed[key_id]["rotated_to"] == body["id"] and not listed[key_id]["active"]
+    assert listed[body["id"]]["allowed_models"] == ["gpt-4o*"]
+    assert listed[body["id"]]["limits"] == {"rpm": 50}
+    # The old id is no longer active; an unknown id or action is a 404.
+    assert httpx.post(url, headers=ADMIN_H).status_code == 404
+    assert httpx.post(gw.url + "/admin/keys/key_nope/rotate", headers=ADMIN_H).status_code == 404
+    assert httpx.post(gw.url + f"/admin/keys/{body['id']}/x", headers=ADMIN_H).status_code == 404
+    assert body["apiKey"] not in gw.stdout() + gw.stderr()
+
+
+def test_patch_applies_at_once_here_and_on_every_instance(
+    start_gateway: Callable[..., Gateway], shared: dict[str, Any]
+) -> None:
+    """New models/limits from PATCH /admin/keys/{id} reach a key already cached, on this
+    instance at once and on another one (through Redis) within a second."""
+    a, b = start_gateway(shared), start_gateway(shared)
+    key = create(a)["apiKey"]
+    assert chat(a, key).status_code == 200 and chat(b, key).status_code == 200  # both cached
+    key_id = httpx.get(a.url + "/admin/keys", headers=ADMIN_H).json()["keys"][0]["id"]
+    r = httpx.patch(
+        a.url + f"/admin/keys/{key_id}", json={"allowedModels": ["gpt-4o"]}, headers=ADMIN_H
+    )
+    assert r.status_code == 200, r.text
+    assert chat(a, key).status_code == 403
+    started = time.monotonic()
+    while chat(b, key).status_code != 403:
+        assert time.monotonic() - started < 1.0, "instance b still serves the old models"
+        time.sleep(0.05)
+    assert chat(b, key, "gpt-4o").status_code == 200
+
+
+def test_admin_limits_shows_a_keys_live_state_without_reserving(
+    start_gateway: Callable[..., Gateway], fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    config = keys_config(
+        fake_openai,
+        f"sqlite:///{tmp_path}/k.db",
+        limits=[{"scope": "team", "rpm": 3000}, {"scope": "ip", "rpm": 100}],
+        budgets=[{"scope": "team", "usd": 100, "period": "month"}],
+    )
+    gw = start_gateway(config)
+    fresh_window(20.0)  # rpm windows are UTC minutes: keep the whole test inside one
+    limits = {"rpm": 5, "tpm": 100000, "budget_usd": 10, "budget_period": "day"}
+    key = create(gw, team="team_lim", limits=limits)["apiKey"]
+    key_id = httpx.get(gw.url + "/admin/keys", headers=ADMIN_H).json()["keys"][0]["id"]
+    for _ in range(2):
+        assert chat(gw, key, "gpt-4o").status_code == 200
+    url = gw.url + f"/admin/limits?key={key_id}"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    views = [httpx.get(url, headers=ADMIN_H) for _ in range(3)]
+    assert all(v.status_code == 200 for v in views), views[0].text
+    view = views[0].json()
+    assert (view["key"], view["team"], view["active"]) == (key_id, "team_lim", True)
+    by = {(x["scope"], x["kind"]): x for x in view["limits"]}
+    assert set(by) == {("key", "rpm"), ("key", "tpm"), ("team", "rpm")}  # no ip: no request
+    assert (by["key", "rpm"]["limit"], by["key", "rpm"]["remaining"]) == (5, 3)
+    assert (by["team", "rpm"]["limit"], by["team", "rpm"]["remaining"]) == (3000, 2998)
+    assert 0 < by["key", "rpm"]["reset_s"] <= 60
+    assert 0 < by["key", "tpm"]["remaining"] < 100000
+    spend = {(b["scope"], b["per"]): b for b in view["budgets"]}
+    assert set(spend) == {("key", "day"), ("team", "month")}
+    day = spend["key", "day"]
+    assert day["usd"] == 10 and 0 < day["spent_usd"] < 0.01
+    assert abs(day["spent_usd"] + day["remaining_usd"] - 10) < 1e-9 and day["resets_at"]
+    # Peeking reserved nothing: every view is the same, and the key still has its 3 requests.
+    for again in (v.json() for v in views[1:]):
+        assert [x["remaining"] for x in again["limits"]] == [x["remaining"] for x in view["limits"]]
+        assert again["budgets"] == view["budgets"]
+    assert [chat(gw, key, "gpt-4o").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert httpx.get(gw.url + "/admin/limits", headers=ADMIN_H).status_code == 400
+    missing = httpx.get(gw.url + "/admin/limits?key=key_nope", headers=ADMIN_H)
+    assert missing.status_code == 404

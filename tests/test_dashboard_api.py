@@ -1,7 +1,8 @@
 """The dashboard's HTTP side: /ui without credentials, the admin read endpoints, PATCH keys.
 
-Usage rows are inserted straight into the gateway's SQLite file (tests/usage_seed.py) until
-the batched usage writer is merged; the queries themselves also run against PostgreSQL.
+Usage rows are inserted straight into the gateway's SQLite file (tests/usage_seed.py): the
+bucket and percentile checks need rows at fixed past times and latencies, which real requests
+cannot give. The queries also run against PostgreSQL. Real traffic is the browser test's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sluice import db
 from sluice.dashboard import Filters, UsageQueries
 from sluice.usage import UsageRecord
 from tests.conftest import Gateway, launch_gateway
@@ -305,7 +307,8 @@ async def test_queries_on_postgres(pg_database: str) -> None:
     import asyncio
 
     await asyncio.to_thread(insert_usage, pg_database, _records())
-    q = UsageQueries(pg_database)
+    engine = db.engine_for(pg_database)
+    q = UsageQueries(engine)
     try:
         d = await q.timeseries(Filters(T0, T0 + 4 * 3600), "hour")
         assert [p["requests"] for p in d["series"]] == [10, 0, 4, 0]
@@ -316,7 +319,7 @@ async def test_queries_on_postgres(pg_database: str) -> None:
         rows = await q.recent(5, status="4xx")
         assert [r["request_id"] for r in rows] == ["req_b3"]
     finally:
-        await q.close()
+        await engine.dispose()
 
 
 def test_routes_sharing_a_prefix_are_chosen_by_method() -> None:

@@ -7,7 +7,6 @@ test; elsewhere it is skipped with the reason.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import time
 from collections.abc import Iterator
@@ -17,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sluice.usage import UsageRecord
 from tests.conftest import IN_CI, ROOT, Gateway, launch_gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
-from tests.usage_seed import insert_key, insert_usage, storage_url
+from tests.traffic_util import fresh_window
 
 ADMIN = "adm-browser-test-9c4a1b"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -38,6 +36,7 @@ ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-4.1"]
 TEAMS = ["red", "blue"]
+REQUESTS = 12  # real chat requests sent before the browser starts
 
 
 def _missing(reason: str) -> None:
@@ -46,40 +45,58 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _rows(now: float, n: int, prefix: str) -> list[UsageRecord]:
-    rng = random.Random(prefix)
-    out = []
-    for i in range(n):
-        status = rng.choice([200] * 8 + [429, 502])
-        out.append(
-            UsageRecord(
-                ts=now - 1800 * (n - i) if prefix == "seed" else now,
-                request_id=f"req_{prefix}_{i:03d}",
-                method="POST",
-                path="/v1/chat/completions",
-                status=status,
-                error_code={429: "RATE_LIMITED", 502: "EXTERNAL_SERVICE_ERROR"}.get(status),
-                model=MODELS[i % 3],
-                provider="openai",
-                team=TEAMS[i % 2],
-                key_id=f"key_{TEAMS[i % 2]}01",
-                prompt_tokens=rng.randint(50, 900),
-                completion_tokens=rng.randint(10, 400),
-                cost_usd=None if MODELS[i % 3] == "gpt-4.1" else rng.uniform(0.0005, 0.02),
-                latency_ms=rng.uniform(80, 2400),
-                cache_hit=i % 7 == 0,
-            )
-        )
-    return out
+def chat(gw: Gateway, key: str, model: str, rid: str, stream: bool = False) -> httpx.Response:
+    """One real chat request through the gateway with a team key."""
+    body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": rid}]}
+    headers = {"Authorization": f"Bearer {key}", "X-Request-ID": rid}
+    r = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+    if stream and r.status_code == 200:
+        assert r.text.rstrip().endswith("data: [DONE]"), r.text[-200:]
+    return r
+
+
+def wait_rows(gw: Gateway, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The newest usage rows once at least `n` are stored (the usage writer batches)."""
+    end = time.monotonic() + timeout
+    while True:
+        rows = httpx.get(gw.url + "/admin/requests?limit=500", headers=AUTH).json()["data"]
+        if len(rows) >= n or time.monotonic() > end:
+            assert len(rows) >= n, f"{len(rows)} rows stored, {n} expected"
+            return list(rows)
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
 def gw(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = openai_config(fake_openai, auth={"admin_key": ADMIN})
+    """A gateway in front of the fake OpenAI, team keys on, with an admin key."""
+    config = openai_config(fake_openai, auth={"admin_key": ADMIN, "keys": True})
     g = launch_gateway(tmp_path_factory.mktemp("dash-browser"), config)
-    insert_usage(storage_url(g.config_path), _rows(time.time(), 40, "seed"))
     yield g
     g.stop()
+
+
+def create_key(gw: Gateway, team: str, name: str) -> str:
+    """A new team key through the real POST /tokens (seed 003)."""
+    made = httpx.post(gw.url + "/tokens", json={"teamId": team, "name": name}, headers=AUTH)
+    assert made.status_code == 200, made.text
+    return str(made.json()["apiKey"])
+
+
+@pytest.fixture(scope="module")
+def traffic(gw: Gateway) -> dict[str, str]:
+    """Real requests from two teams' keys (every third streamed, the last one refused by
+    the upstream with a 400), stored by the usage writer; the keys by team."""
+    keys = {team: create_key(gw, team, f"{team} ci") for team in TEAMS}
+    for i in range(REQUESTS):
+        failing = i == REQUESTS - 1
+        model = MODELS[i % 3] + ("-400" if failing else "")
+        r = chat(gw, keys[TEAMS[i % 2]], model, f"req_real_{i:03d}", stream=i % 3 == 1)
+        assert r.status_code == (400 if failing else 200), r.text
+    rows = wait_rows(gw, REQUESTS)
+    assert {r["request_id"] for r in rows} == {f"req_real_{i:03d}" for i in range(REQUESTS)}
+    assert sum(r["stream"] for r in rows) == REQUESTS // 3
+    assert [r["status"] for r in rows if r["status"] >= 400] == [400]
+    return keys
 
 
 @pytest.fixture
@@ -126,7 +143,7 @@ def sign_in(page: Any, gw: Gateway) -> None:
     page.get_by_role("tab", name="Usage").wait_for()
 
 
-def test_login_usage_charts_and_requests(page: Any, gw: Gateway) -> None:
+def test_login_usage_charts_and_requests(page: Any, gw: Gateway, traffic: dict[str, str]) -> None:
     seen: list[str] = []
     page.on("request", lambda r: seen.append(r.url))
     page.goto(gw.url + "/ui")
@@ -140,11 +157,16 @@ def test_login_usage_charts_and_requests(page: Any, gw: Gateway) -> None:
 
     key_field.fill(ADMIN)
     key_field.press("Enter")
+    # The charts are drawn from the requests just sent: 11 answered, 1 refused upstream.
     page.locator("#chart-requests svg rect.ok").first.wait_for()
-    assert page.locator("#chart-tokens svg rect.in").count() > 5
+    assert page.locator("#chart-requests svg rect.err").count() >= 1
+    desc = page.locator("#chart-requests svg desc").text_content()
+    assert desc.startswith(f"Total {REQUESTS};"), desc
+    assert page.locator("#chart-tokens svg rect.in").count() >= 1
+    assert page.locator("#chart-tokens svg rect.out").count() >= 1
     assert page.locator("#chart-latency svg path.p95").count() == 1
     totals = page.locator("#totals").inner_text()
-    assert "Requests\n40" in totals, totals
+    assert f"Requests\n{REQUESTS}" in totals, totals
     assert page.locator("#top table").count() == 4
     assert "gpt-4o-mini" in page.locator("#top").inner_text()
     # The key lives in this tab's session storage only, never in the URL or local storage.
@@ -155,7 +177,7 @@ def test_login_usage_charts_and_requests(page: Any, gw: Gateway) -> None:
     # A filter narrows the charts and totals to one team.
     page.locator("#panel-usage").get_by_label("Team", exact=True).select_option("red")
     page.locator("#usage-form").get_by_role("button", name="Apply").click()
-    expect(page.locator("#totals")).to_contain_text("Requests20Errors")
+    expect(page.locator("#totals")).to_contain_text(f"Requests{REQUESTS // 2}Errors")
 
     # Every form control has a label, every button a name; focus is visible.
     unlabelled = page.evaluate(
@@ -180,18 +202,25 @@ def test_login_usage_charts_and_requests(page: Any, gw: Gateway) -> None:
     assert page.evaluate("document.activeElement.id") == "tab-requests"
     rows = page.locator("#requests-table tbody tr")
     rows.first.wait_for()
-    assert rows.count() == 40
-    assert "req_seed_039" in rows.first.inner_text()
+    assert rows.count() == REQUESTS
+    newest = rows.first.inner_text()
+    assert f"req_real_{REQUESTS - 1:03d}" in newest and "400" in newest, newest
+    assert "EXTERNAL_SERVICE_ERROR" in newest and f"{MODELS[(REQUESTS - 1) % 3]}-400" in newest, (
+        newest
+    )
+    table = page.locator("#requests-table").inner_text()
+    assert all(m in table for m in MODELS) and "blue" in table, table
 
-    # The live view picks up new rows without a reload.
-    insert_usage(storage_url(gw.config_path), _rows(time.time(), 2, "live"))
+    # The live view picks up new requests without a reload.
+    for i in range(2):
+        assert chat(gw, traffic["red"], "gpt-4o", f"req_live_{i:03d}", stream=i == 1).is_success
     page.locator("#requests-table tbody tr.new", has_text="req_live_001").wait_for(timeout=12_000)
-    assert rows.count() == 42
+    assert rows.count() == REQUESTS + 2
     shot(page, "requests")
 
     page.locator("#requests-form").get_by_label("Status").select_option("error")
     page.locator("#requests-form").get_by_role("button", name="Apply").click()
-    expect(rows).not_to_have_count(42)
+    expect(rows).to_have_count(1)
     statuses = page.locator("#requests-table tbody tr td:nth-child(2)").all_inner_texts()
     assert statuses and all(int(s) >= 400 for s in statuses), statuses
 
@@ -202,24 +231,23 @@ def test_login_usage_charts_and_requests(page: Any, gw: Gateway) -> None:
 def test_keys_health_phone_width_and_sign_out(page: Any, gw: Gateway) -> None:
     sign_in(page, gw)
     page.get_by_role("tab", name="Keys").click()
-    access = httpx.get(gw.url + "/admin/keys", headers={"Authorization": f"Bearer {ADMIN}"})
-    if access.status_code == 404:
-        # The access endpoints are not in this build: the page says so and disables creating.
-        page.get_by_text("Team keys are not available on this gateway").wait_for()
-        assert page.get_by_role("button", name="Create key").is_disabled()
-    else:
-        page.on("dialog", lambda d: d.accept())
-        page.get_by_label("Team id").fill("browser-team")
-        page.get_by_label("Name", exact=True).fill("browser key")
-        page.get_by_role("button", name="Create key").click()
-        expect(page.locator("#new-key-value")).not_to_have_value("")
-        secret = page.locator("#new-key-value").input_value()
-        assert len(secret) > 16
-        row = page.locator("#keys-table tbody tr", has_text="browser key")
-        row.wait_for()
-        assert secret not in page.locator("#keys-table").inner_text()
-        row.get_by_role("button", name="Revoke").click()
-        page.locator("#keys-table tbody tr.revoked", has_text="browser key").wait_for()
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_label("Team id").fill("browser-team")
+    page.get_by_label("Name", exact=True).fill("browser key")
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#new-key-value")).not_to_have_value("")
+    secret = page.locator("#new-key-value").input_value()
+    assert len(secret) > 16
+    row = page.locator("#keys-table tbody tr", has_text="browser key")
+    row.wait_for()
+    assert secret not in page.locator("#keys-table").inner_text()
+    # The key made in the page works at once, through the real gateway.
+    assert chat(gw, secret, "gpt-4o", "req_uikey_ok").status_code == 200
+    row.get_by_role("button", name="Revoke").click()
+    page.locator("#keys-table tbody tr.revoked", has_text="browser key").wait_for()
+    refused = chat(gw, secret, "gpt-4o", "req_uikey_revoked")
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["code"] == "UNAUTHORIZED"
     shot(page, "keys")
 
     page.get_by_role("tab", name="Health").click()
@@ -247,116 +275,42 @@ def test_keys_health_phone_width_and_sign_out(page: Any, gw: Gateway) -> None:
     assert page.evaluate("sessionStorage.getItem('sluice.adminKey')") is None
 
 
-def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> None:
-    """Create (shown once, copy), rotate, limits, revoke — the page's side of each flow.
-
-    The access endpoints are answered here in the shapes of the access branch (seed 003's
-    for /tokens) until it is merged;
-    PATCH /admin/keys/{id} is the gateway's own, against a key stored in its database.
-    """
-    import orjson
-
-    insert_key(
-        storage_url(gw.config_path),
-        "key_stub01",
-        "red",
-        "ci key",
-        "sk_stub0001_" + "b" * 40,
-        time.time(),
-    )
+def test_key_management_flows_on_real_keys(page: Any, gw: Gateway) -> None:
+    """Create (shown once, copy), rotate by id, limits and models, revoke — each checked by
+    sending real requests with the key through the gateway."""
     calls: list[str] = []
-    created = "sk_new00001_" + "c" * 40
-
-    def key(key_id: str, name: str, prefix: str) -> dict[str, Any]:
-        """A key as the access branch's GET /admin/keys lists it (KeyRecord.public())."""
-        return {
-            "id": key_id,
-            "team_id": "red",
-            "name": name,
-            "prefix": prefix,
-            "created_at": time.time(),
-            "revoked_at": None,
-            "rotated_to": None,
-            "active": True,
-            "allowed_models": None,
-            "limits": {},
-            "metadata": {},
-        }
-
-    keys = [key("key_stub01", "ci key", "sk_stub0001")]
-
-    def stub(route: Any) -> None:
-        req = route.request
-        path = req.url.removeprefix(gw.url)
-        calls.append(f"{req.method} {path}")
-        assert req.headers.get("authorization") == f"Bearer {ADMIN}"
-        body: Any
-        if req.method == "GET" and path == "/admin/keys":
-            # Like the real list, show what the database holds for the stored key.
-            stored = httpx.patch(f"{gw.url}/admin/keys/key_stub01", json={}, headers=AUTH).json()
-            keys[0].update(allowed_models=stored["allowedModels"], limits=stored["limits"] or {})
-            body = {"keys": keys}
-        elif req.method == "GET" and path == "/admin/teams":
-            active = sum(k["active"] for k in keys)
-            body = {
-                "teams": [
-                    {
-                        "id": "red",
-                        "name": "Red team",
-                        "created_at": time.time(),
-                        "active_keys": active,
-                    }
-                ]
-            }
-        elif req.method == "POST" and path == "/tokens":
-            sent = orjson.loads(req.post_data)
-            keys.append(key("key_new01", sent["name"], "sk_new00001"))
-            body = {"apiKey": created, **sent, "createdAt": "2026-11-23T18:00:00.000Z"}
-        elif req.method == "POST" and path == f"/tokens/{created}/refresh":
-            body = {"apiKey": "sk_rot00001_" + "d" * 40, "teamId": "red", "name": "new key"}
-            body["createdAt"] = "2026-11-23T18:01:00.000Z"
-        elif req.method == "DELETE" and path == "/admin/keys/key_new01":
-            keys[-1].update(revoked_at=time.time(), active=False)
-            body = {"id": "key_new01", "revoked": True, "revoked_at": keys[-1]["revoked_at"]}
-        else:
-            route.continue_()
-            return
-        route.fulfill(status=200, content_type="application/json", body=orjson.dumps(body))
-
-    page.route(f"{gw.url}/admin/keys**", stub)
-    page.route(f"{gw.url}/admin/teams", stub)
-    page.route(f"{gw.url}/tokens**", stub)
+    page.on("request", lambda r: calls.append(f"{r.method} {r.url.removeprefix(gw.url)}"))
     page.on("dialog", lambda d: d.accept())
     sign_in(page, gw)
     page.get_by_role("tab", name="Keys").click()
-    page.locator("#keys-table tbody tr", has_text="ci key").wait_for()
-    assert "Red team" in page.locator("#teams-table").inner_text()
-
-    page.get_by_label("Team id").fill("red")
-    page.get_by_label("Name", exact=True).fill("new key")
+    page.get_by_label("Team id").fill("green")
+    page.get_by_label("Name", exact=True).fill("managed key")
     page.get_by_role("button", name="Create key").click()
-    expect(page.locator("#new-key-value")).to_have_value("sk_new00001_" + "c" * 40)
+    expect(page.locator("#new-key-value")).not_to_have_value("")
+    first = page.locator("#new-key-value").input_value()
     page.get_by_role("button", name="Copy", exact=True).click()
     expect(page.locator("#copy-status")).to_have_text("Copied to the clipboard.")
-    new_row = page.locator("#keys-table tbody tr", has_text="new key")
-    new_row.wait_for()
-    assert "sk_new00001_c" not in page.locator("#keys-table").inner_text()
+    live = page.locator("#keys-table tbody tr:not(.revoked)", has_text="managed key")
+    live.wait_for()
+    assert first not in page.locator("#keys-table").inner_text()
+    expect(page.locator("#teams-table")).to_contain_text("green")
+    assert chat(gw, first, "gpt-4o", "req_managed_1").status_code == 200
 
-    # Rotation (seed 003) takes the key itself: the dialog asks for it and checks its prefix.
-    new_row.get_by_role("button", name="Rotate").click()
+    # Rotation goes by id: the dialog names the key by its prefix and asks for nothing secret.
+    live.get_by_role("button", name="Rotate").click()
     rotate = page.get_by_role("dialog")
-    rotate.get_by_label("Current key").fill("sk_other001_" + "e" * 40)
+    expect(rotate).to_contain_text(first[:11])
+    assert rotate.locator("input").count() == 0
     rotate.get_by_role("button", name="Rotate").click()
-    expect(rotate).to_contain_text("should start with sk_new00001")
-    rotate.get_by_label("Current key").fill(created)
-    rotate.get_by_role("button", name="Rotate").click()
-    expect(page.locator("#new-key-value")).to_have_value("sk_rot00001_" + "d" * 40)
     expect(rotate).to_be_hidden()
+    expect(page.locator("#new-key-value")).not_to_have_value(first)
+    second = page.locator("#new-key-value").input_value()
+    page.locator("#keys-table tbody tr.revoked", has_text="managed key").wait_for()
+    assert chat(gw, first, "gpt-4o", "req_managed_2").status_code == 401
+    assert chat(gw, second, "gpt-4o", "req_managed_3").status_code == 200
 
-    # Limits and allowed models go to the gateway's own PATCH /admin/keys/{id}.
-    page.locator("#keys-table tbody tr", has_text="ci key").get_by_role(
-        "button", name="Limits"
-    ).click()
+    # Limits and allowed models (PATCH /admin/keys/{id}) apply to the very next request.
+    live.get_by_role("button", name="Limits").click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_label("Allowed models").fill("gpt-4o*, gpt-4.1")
     dialog.get_by_label("Requests / min").fill("60")
@@ -365,16 +319,28 @@ def test_key_management_flows_against_seed_shapes(page: Any, gw: Gateway) -> Non
     shot(page, "key-limits")
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_be_hidden()
-    ci_row = page.locator("#keys-table tbody tr", has_text="ci key")
-    expect(ci_row).to_contain_text("gpt-4o*, gpt-4.1")
-    expect(ci_row).to_contain_text("rpm 60, budget $25.00, per week")
-    stored = httpx.patch(
-        gw.url + "/admin/keys/key_stub01", json={}, headers={"Authorization": f"Bearer {ADMIN}"}
-    ).json()
-    assert stored["allowedModels"] == ["gpt-4o*", "gpt-4.1"]
-    assert stored["limits"] == {"rpm": 60, "budget_usd": 25, "budget_period": "week"}
+    expect(live).to_contain_text("gpt-4o*, gpt-4.1")
+    expect(live).to_contain_text("rpm 60, budget $25.00, per week")
+    fresh_window(20.0)  # the rpm count below must stay in one UTC minute
+    refused = chat(gw, second, "gpt-3.5-turbo", "req_managed_4")
+    assert refused.status_code == 403, refused.text
+    assert chat(gw, second, "gpt-4o-mini", "req_managed_5").status_code == 200
 
-    new_row.get_by_role("button", name="Revoke").click()
-    page.locator("#keys-table tbody tr.revoked", has_text="new key").wait_for()
+    # Live state (GET /admin/limits): the one request since the limits were set is counted.
+    live.get_by_role("button", name="Live").click()
+    state = page.locator("#key-state")
+    expect(state).to_contain_text("Live limits of “managed key”")
+    rpm = state.locator("#key-state-limits tbody tr", has_text="rpm")
+    expect(rpm).to_contain_text("60")
+    assert rpm.locator("td").nth(3).inner_text() == "59"
+    week = state.locator("#key-state-budgets tbody tr", has_text="week")
+    expect(week).to_contain_text("$25.00")
+    assert week.locator("td").nth(3).inner_text() != "$0.00"
+    shot(page, "key-live-limits")
+
+    live.get_by_role("button", name="Revoke").click()
+    expect(page.locator("#keys-table tbody tr.revoked", has_text="managed key")).to_have_count(2)
+    assert chat(gw, second, "gpt-4o", "req_managed_6").status_code == 401
     shot(page, "keys-managed")
-    assert "DELETE /admin/keys/key_new01" in calls and f"POST /tokens/{created}/refresh" in calls
+    rotations = [c for c in calls if c.startswith("POST /admin/keys/") and c.endswith("/rotate")]
+    assert len(rotations) == 1 and not any("/refresh" in c for c in calls), calls

@@ -1,7 +1,8 @@
 """Test-only: put usage, team and key rows straight into a gateway's storage.
 
-Until the batched usage writer lands, the dashboard tests build their data this way: the
-rows are `UsageRecord`s, exactly what the pipeline produces for each request.
+For tests that need rows no real request can produce (fixed past timestamps, chosen
+latencies) — the dashboard API's bucket and percentile checks. The rows are `UsageRecord`s,
+exactly what the pipeline produces for each request; anything else should send real requests.
 """
 
 from __future__ import annotations

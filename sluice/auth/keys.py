@@ -61,7 +61,7 @@ class KeyEvents:
         self.client = _redis(redis_url) if redis_url else None
 
     async def publish(self, op: str, rec: KeyRecord) -> None:
-        """Tell every instance about `op` ("revoke" or "create") on a key (no secret sent)."""
+        """Tell every instance about `op` ("revoke", "create", "update") on a key (no secret)."""
         if self.client is None:
             return
         msg = json.dumps({"op": op, "id": rec.id, "hash": rec.hash})
@@ -195,11 +195,14 @@ class KeyAuth:
         self._tasks = [t for t in self._tasks if not t.done()]
 
     def apply(self, op: str, digest: str) -> None:
-        """A key change (local or from another instance): evict or allow at once."""
+        """A key change (local or from another instance): evict, allow, or reload at once."""
         if op == "revoke":
             self._remember(digest, None)
         elif op == "create":
             self.any_keys = True
+            self._neg.pop(digest, None)
+        elif op == "update":  # new limits or models: the next request reads them from storage
+            self._pos.pop(digest, None)
             self._neg.pop(digest, None)
 
     async def announce(self, op: str, rec: KeyRecord) -> None:

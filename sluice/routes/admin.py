@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from sluice import schema
+from sluice.auth import Principal
 from sluice.auth.keys import KeyAuth, storage_down
 from sluice.errors import GatewayError, validation
 from sluice.routes import Route
@@ -150,17 +151,54 @@ async def list_keys(gw: Gateway, req: Request) -> None:
     await req.json(200, {"keys": [r.public() for r in rows]})
 
 
+def _key_id(path: str) -> str:
+    """The key id in /admin/keys/{id}; 404 for anything else."""
+    key_id = path.removeprefix("/admin/keys/")
+    if not key_id.startswith("key_") or "/" in key_id or len(key_id) > 64:
+        raise GatewayError("NOT_FOUND", "no such key id")
+    return key_id
+
+
+async def rotate_key(gw: Gateway, req: Request) -> None:
+    """POST /admin/keys/{id}/rotate: rotate by id (admins never hold the secret). The new key
+    is shown once, in seed 003's refresh shape plus its `id`; the old one stops at once."""
+    keys = _keys(gw, req)
+    path, _, action = req.path.rpartition("/")
+    if action != "rotate":
+        raise GatewayError("NOT_FOUND", f"no endpoint at {req.path}")
+    old = await _db(keys.store.by_id(_key_id(path)))
+    if old is None or not old.active:
+        raise GatewayError("NOT_FOUND", "no active key with this id")
+    new_key, new = await _db(keys.store.rotate(old))
+    await keys.announce("revoke", old)
+    await keys.announce("create", new)
+    await req.json(200, {**_seed_shape(new_key, new), "id": new.id})
+
+
 async def revoke_key(gw: Gateway, req: Request) -> None:
     """DELETE /admin/keys/{id}: revoke by key id (idempotent)."""
     keys = _keys(gw, req)
-    key_id = req.path.removeprefix("/admin/keys/")
-    if not key_id.startswith("key_") or "/" in key_id or len(key_id) > 64:
-        raise GatewayError("NOT_FOUND", "no such key id")
+    key_id = _key_id(req.path)
     rec = await _db(keys.store.revoke(key_id))
     if rec is None:
         raise GatewayError("NOT_FOUND", "no such key id")
     await keys.announce("revoke", rec)
     await req.json(200, {"id": rec.id, "revoked": True, "revoked_at": rec.revoked_at})
+
+
+async def key_limits(gw: Gateway, req: Request) -> None:
+    """GET /admin/limits?key=<id>: a key's limits (limit, remaining, reset) and budgets
+    (spent, left, reset) as they stand now; peeked, nothing reserved."""
+    keys = _keys(gw, req)
+    key_id = req.query.get("key") or ""
+    if not key_id.startswith("key_") or len(key_id) > 64:
+        raise validation("key", "a key id (key_…)")
+    rec = await _db(keys.store.by_id(key_id))
+    if rec is None:
+        raise GatewayError("NOT_FOUND", "no such key id", param="key")
+    who = Principal("key", team=rec.team_id, key_id=rec.id, limits=rec.limits)
+    view = await gw.traffic.describe_key(who)
+    await req.json(200, {"key": rec.id, "team": rec.team_id, "active": rec.active, **view})
 
 
 async def list_teams(gw: Gateway, req: Request) -> None:
@@ -174,5 +212,7 @@ ROUTES = [
     Route(("GET", "POST"), "/tokens/", token_subpath, shape="plain", prefix=True),
     Route(("GET",), "/admin/keys", list_keys, shape="plain"),
     Route(("DELETE",), "/admin/keys/", revoke_key, shape="plain", prefix=True),
+    Route(("POST",), "/admin/keys/", rotate_key, shape="plain", prefix=True),
     Route(("GET",), "/admin/teams", list_teams, shape="plain"),
+    Route(("GET",), "/admin/limits", key_limits, shape="plain"),
 ]

@@ -3,7 +3,8 @@
 - GET /ui, /ui/{file}: the page (no credentials; it asks for the admin key itself).
 - GET /admin/timeseries: requests, tokens, spend and p50/p95 latency per hour or day.
 - GET /admin/requests: the most recent usage rows, accounting fields only.
-- PATCH /admin/keys/{id}: a key's allowed models and limits.
+- PATCH /admin/keys/{id}: a key's allowed models and limits (cached copies dropped at once,
+  on every instance).
 """
 
 from __future__ import annotations
@@ -205,6 +206,12 @@ async def patch_key(gw: Gateway, req: Request) -> None:
     key = await gw.dashboard.update_key(key_id, changes)
     if key is None:
         raise GatewayError("NOT_FOUND", "no such key", param="id")
+    if changes and gw.auth.keys is not None:
+        # Cached copies of the key carry the old limits: drop them here, and on every other
+        # instance through Redis, so the next request reads the new ones.
+        rec = await gw.auth.keys.store.by_id(key_id)
+        if rec is not None:
+            await gw.auth.keys.announce("update", rec)
     await _answer(req, key)
 
 

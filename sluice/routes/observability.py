@@ -32,11 +32,8 @@ async def admin_usage(gw: Gateway, req: Request) -> None:
         until = usage_query.parse_time(q.get("to"), "to", end=True)
     except usage_query.QueryError as exc:
         raise validation(str(exc).split(":", 1)[0], str(exc).split(": ", 1)[1]) from None
-    engine = gw.usage.writer.engine
-    if engine is None:
-        raise GatewayError("SERVICE_UNAVAILABLE", "usage storage is not open")
     try:
-        result = await usage_query.summary(engine, group_by, since, until)
+        result = await usage_query.summary(gw.store.engine, group_by, since, until)
     except Exception:
         raise GatewayError("SERVICE_UNAVAILABLE", "usage storage is unreachable") from None
     await req.json(200, result)

@@ -33,6 +33,7 @@ function actions(k) {
   return h("div", { class: "row" },
     h("button", { type: "button", class: "secondary small", "aria-label": label("Rotate"), onclick: () => rotate(k) }, "Rotate"),
     h("button", { type: "button", class: "secondary small", "aria-label": label("Edit limits of"), onclick: () => editLimits(k) }, "Limits"),
+    h("button", { type: "button", class: "secondary small", "aria-label": label("Show the live state of"), onclick: () => showState(k) }, "Live"),
     h("button", { type: "button", class: "danger small", "aria-label": label("Revoke"), onclick: () => revoke(k) }, "Revoke"));
 }
 
@@ -50,6 +51,34 @@ function renderKeys() {
     { value: actions },
   ], "No keys yet.");
   keys.forEach((k, i) => { if (k.revoked) tbody.rows[i].classList.add("revoked"); });
+}
+
+// Live limits and budgets of one key, peeked (GET /admin/limits?key=): nothing is reserved.
+async function showState(k) {
+  try {
+    const st = await api("GET", `/admin/limits?key=${encodeURIComponent(k.id)}`);
+    $("#key-state-title").textContent = `Live limits of “${k.name}”`;
+    const secs = (s) => (s === null || s === undefined ? "—" : `${Math.ceil(s)} s`);
+    fillTable($("#key-state-limits tbody"), st.limits, [
+      { value: (l) => l.scope },
+      { value: (l) => l.kind },
+      { num: true, value: (l) => fmt.int(l.limit) },
+      { num: true, value: (l) => fmt.int(l.remaining) },
+      { value: (l) => secs(l.reset_s) },
+    ], "No rate limits apply to this key.");
+    fillTable($("#key-state-budgets tbody"), st.budgets, [
+      { value: (b) => b.scope },
+      { value: (b) => b.per ?? b.period },
+      { num: true, value: (b) => fmt.usd(b.usd) },
+      { num: true, value: (b) => fmt.usd(b.spent_usd) },
+      { num: true, value: (b) => fmt.usd(b.remaining_usd) },
+      { value: (b) => when(b.resets_at) },
+    ], "No budgets apply to this key.");
+    $("#key-state").hidden = false;
+    setStatus(`Live limits of “${k.name}” updated ${new Date().toLocaleTimeString()}.`);
+  } catch (e) {
+    setStatus("Live limits: " + e.message, true);
+  }
 }
 
 function unavailable(sel, text) {
@@ -123,28 +152,22 @@ let rotating = null;
 function rotate(k) {
   rotating = k;
   $("#rotate-title").textContent = `Rotate key “${k.name}”`;
+  $("#rotate-prefix").textContent = k.prefix || k.id;
   $("#rotate-error").textContent = "";
-  $("#rotate-current").value = "";
   $("#rotate-dialog").showModal();
 }
 
+// Rotation by id (POST /admin/keys/{id}/rotate): admins never hold the secret.
 async function doRotate(ev) {
-  const f = ev.target;
-  if (ev.submitter?.value !== "rotate" || !rotating) { f.current.value = ""; return; }
+  if (ev.submitter?.value !== "rotate" || !rotating) return;
   ev.preventDefault();
-  const secret = f.current.value.trim();
-  if (rotating.prefix && !secret.startsWith(rotating.prefix)) {
-    $("#rotate-error").textContent = `That is not this key: it should start with ${rotating.prefix}.`;
-    return;
-  }
   try {
-    const made = await api("POST", `/tokens/${encodeURIComponent(secret)}/refresh`, {});
-    f.current.value = "";
+    const made = await api("POST", `/admin/keys/${encodeURIComponent(rotating.id)}/rotate`, {});
     $("#rotate-dialog").close();
     showSecret(made.apiKey, `Key “${rotating.name}” rotated`);
     await loadKeys();
   } catch (e) {
-    $("#rotate-error").textContent = e.status === 404 ? "No active key matches." : e.message;
+    $("#rotate-error").textContent = e.status === 404 ? "This key is no longer active." : e.message;
   }
 }
 

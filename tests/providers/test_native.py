@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,15 +89,23 @@ def native_gw(
     gw.stop()
 
 
-def _audit_for(gw: Gateway, path_start: str) -> dict[str, Any]:
-    """The latest audit line for a path (records are written just after the response)."""
+def rid(name: str) -> dict[str, str]:
+    """An X-Request-ID header unique to this test run, so each audit line is found exactly."""
+    return {"X-Request-ID": f"req_{name}_{uuid.uuid4().hex[:12]}"}
+
+
+def _audit_for(gw: Gateway, headers: dict[str, str]) -> dict[str, Any]:
+    """The audit line of the request sent with `headers` (from `rid`); lines are written
+    just after the response, so wait for it."""
+    request_id = headers["X-Request-ID"]
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        lines = [a for a in gw.audit() if a["path"].startswith(path_start)]
+        lines = [a for a in gw.audit() if a["request_id"] == request_id]
         if lines:
-            return lines[-1]
+            assert len(lines) == 1, lines
+            return lines[0]
         time.sleep(0.05)
-    raise AssertionError(f"no audit line for {path_start}")
+    raise AssertionError(f"no audit line for {request_id}")
 
 
 def test_google_genai_sdk_through_gemini_prefix(
@@ -115,14 +124,16 @@ def test_google_genai_sdk_through_gemini_prefix(
     )
     assert seen["headers"]["x-goog-api-key"] == KEYS["gemini"]
     assert TOKEN not in json.dumps(seen)
-    text = "".join(
-        c.text or ""
-        for c in client.models.generate_content_stream(model="gemini-2.0-flash", contents="x")
+    tagged = rid("gemini_stream")
+    config = types.GenerateContentConfig(http_options=types.HttpOptions(headers=tagged))
+    stream = client.models.generate_content_stream(
+        model="gemini-2.0-flash", contents="x", config=config
     )
-    assert text == gemini_fake.ANSWER
+    assert "".join(c.text or "" for c in stream) == gemini_fake.ANSWER
     emb = client.models.embed_content(model="gemini-embedding-001", contents=["a", "b c"])
     assert emb.embeddings is not None and len(emb.embeddings) == 2
-    rec = _audit_for(native_gw, "/gemini" + fake_gemini.requests[-2]["path"])
+    rec = _audit_for(native_gw, tagged)
+    assert rec["path"] == "/gemini" + fake_gemini.requests[-2]["path"]
     assert rec["provider"] == "gemini" and rec["model"] == "gemini-2.0-flash"
     assert rec["stream"] is True and rec["prompt_tokens"] == 1 and not rec["tokens_estimated"]
 
@@ -138,16 +149,19 @@ def test_openai_sdk_through_openai_prefix(native_gw: Gateway, fake_openai: FakeO
         seen["path"] == "/v1/chat/completions"
     )  # seed 003's /openai/v1/... on a base ending in /v1
     assert seen["headers"]["Authorization"] == f"Bearer {KEYS['openai']}"
+    tagged = rid("openai_stream")
     chunks = list(
         client.chat.completions.create(
             model="gpt-4o-mini",
             messages=[{"role": "user", "content": "hi"}],
             stream=True,
             stream_options={"include_usage": True},
+            extra_headers=tagged,
         )
     )
     assert chunks[-1].usage is not None
-    rec = _audit_for(native_gw, "/openai/v1/chat/completions")
+    rec = _audit_for(native_gw, tagged)
+    assert rec["path"] == "/openai/v1/chat/completions"
     assert rec["stream"] is True and rec["completion_tokens"] == chunks[-1].usage.completion_tokens
 
 
@@ -157,11 +171,17 @@ def test_cohere_sdk_through_cohere_prefix(native_gw: Gateway, fake_cohere: FakeC
     assert r.message.content is not None
     assert r.message.content[0].text == cohere_fake.ANSWER  # type: ignore[union-attr]
     assert fake_cohere.requests[-1]["headers"]["Authorization"] == f"Bearer {KEYS['cohere']}"
+    tagged = rid("cohere_stream")
     events = list(
-        client.chat_stream(model="command-r", messages=[{"role": "user", "content": "hi"}])
+        client.chat_stream(
+            model="command-r",
+            messages=[{"role": "user", "content": "hi"}],
+            request_options={"additional_headers": tagged},
+        )
     )
     assert events[-1].type == "message-end"
-    rec = _audit_for(native_gw, "/cohere/v2/chat")
+    rec = _audit_for(native_gw, tagged)
+    assert rec["path"] == "/cohere/v2/chat"
     assert rec["stream"] is True and rec["prompt_tokens"] > 60  # `tokens`, not billed units
 
 
@@ -179,11 +199,12 @@ def test_workers_ai_envelope_and_stream_pass_unchanged(
     )
     direct_url = fake_workers_ai.url + seen["path"].removeprefix("/client/v4")
     stream_body = {**body, "stream": True}
-    via_gateway = httpx.post(url, json=stream_body, headers=AUTH)
+    tagged = rid("workers_ai_stream")
+    via_gateway = httpx.post(url, json=stream_body, headers={**AUTH, **tagged})
     direct = httpx.post(direct_url, json=stream_body, headers={"Authorization": "Bearer x"})
     assert via_gateway.headers["content-type"].startswith("text/event-stream")
     assert via_gateway.content == direct.content  # byte for byte
-    rec = _audit_for(native_gw, "/workers-ai/")
+    rec = _audit_for(native_gw, tagged)
     assert rec["model"] == "@cf/meta/llama-3.1-8b-instruct" and rec["completion_tokens"] == 6
 
 
@@ -249,10 +270,13 @@ def test_client_disconnect_mid_stream_is_recorded(native_gw: Gateway) -> None:
     """SPEC §6: a client that leaves cancels the upstream and still gets a usage record."""
     url = native_gw.url + "/gemini/v1beta/models/gemini-2.0-flash-slow:streamGenerateContent"
     body = {"contents": [{"parts": [{"text": "count slowly"}]}]}
-    with httpx.stream("POST", url, params={"alt": "sse"}, json=body, headers=AUTH) as r:
+    tagged = rid("disconnect")
+    with httpx.stream(
+        "POST", url, params={"alt": "sse"}, json=body, headers={**AUTH, **tagged}
+    ) as r:
         assert r.status_code == 200 and float(r.headers["x-sluice-overhead-ms"]) >= 0
         next(r.iter_raw())  # the first event arrives, then the client leaves
-    rec = _audit_for(native_gw, "/gemini/v1beta/models/gemini-2.0-flash-slow")
+    rec = _audit_for(native_gw, tagged)
     assert rec["status"] == 499 and rec["error_code"] == "CLIENT_DISCONNECTED"
     assert rec["stream"] is True and rec["latency_ms"] < 3000  # well before the 4 s stream ends
 
@@ -266,11 +290,16 @@ def test_anthropic_sdk_through_anthropic_prefix(
     client = anthropic.Anthropic(
         api_key=TOKEN, base_url=native_gw.url + "/anthropic", max_retries=0
     )
+    tagged = rid("anthropic")
     r = client.messages.create(
-        model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        model="claude-sonnet-4-5",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers=tagged,
     )
     assert r.content[0].text == "Hello from the mini anthropic."  # type: ignore[union-attr]
     seen = mini_anthropic.requests[-1]["headers"]
     assert seen["x-api-key"] == "sk-ant-fake-0001" and TOKEN not in json.dumps(seen)
-    rec = _audit_for(native_gw, "/anthropic/v1/messages")
+    rec = _audit_for(native_gw, tagged)
+    assert rec["path"] == "/anthropic/v1/messages"
     assert rec["prompt_tokens"] == 9 and rec["completion_tokens"] == 6
