@@ -19,7 +19,6 @@ from aiohttp import web
 from google import genai
 from google.genai import types
 
-from sluice.providers import registry
 from tests.conftest import Gateway, launch_gateway
 from tests.fakes import cohere_fake, gemini_fake, workers_ai_fake
 from tests.fakes.cohere_fake import FakeCohere
@@ -32,7 +31,6 @@ from tests.providers.conftest import KEYS
 
 TOKEN = "gw-static-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-HAS_ANTHROPIC = "anthropic" in registry.kinds()
 
 
 class MiniAnthropic(FakeServer):
@@ -78,12 +76,11 @@ def native_gw(
 ) -> Iterator[Gateway]:
     config = json.loads(json.dumps(providers_config))
     config["auth"] = {"tokens": [TOKEN], "byok": True}
-    if HAS_ANTHROPIC:
-        config["providers"]["claude"] = {
-            "kind": "anthropic",
-            "api_key": "sk-ant-fake-0001",
-            "base_url": mini_anthropic.origin,
-        }
+    config["providers"]["claude"] = {
+        "kind": "anthropic",
+        "api_key": "sk-ant-fake-0001",
+        "base_url": mini_anthropic.origin,
+    }
     gw = launch_gateway(Path(tmp_path_factory.mktemp("native")), config)
     yield gw
     gw.stop()
@@ -281,7 +278,6 @@ def test_client_disconnect_mid_stream_is_recorded(native_gw: Gateway) -> None:
     assert rec["stream"] is True and rec["latency_ms"] < 3000  # well before the 4 s stream ends
 
 
-@pytest.mark.skipif(not HAS_ANTHROPIC, reason="needs the anthropic adapter (branch `anthropic`)")
 def test_anthropic_sdk_through_anthropic_prefix(
     native_gw: Gateway, mini_anthropic: MiniAnthropic
 ) -> None:
