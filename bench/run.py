@@ -131,7 +131,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--peers", action="store_true", help="also install and measure LiteLLM, Portkey"
     )
-    ap.add_argument("--systems", default=None, help="e.g. sluice,nginx-hop, or none (direct always runs)")
+    ap.add_argument(
+        "--systems", default=None, help="e.g. sluice,nginx-hop, or none (direct always runs)"
+    )
     ap.add_argument("--chunk-ms", type=float, default=10.0, help="upstream pause between chunks")
     ap.add_argument("--note", action="append", default=[], help="a line for the report's header")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results folder")

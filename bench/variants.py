@@ -106,12 +106,13 @@ class Durations:
     latency: float
     throughput_rounds: int
     throughput: float
+    stream_rounds: int
     streams: float
 
     @classmethod
     def pick(cls, quick: bool) -> Durations:
         """Quick: a harness check (≈ 1 min); full: ≈ 2½ min for every group."""
-        return cls(1, 2, 1, 1, 2, 1) if quick else cls(1, 3, 2, 2, 2, 3)
+        return cls(1, 2, 1, 1, 2, 1, 1) if quick else cls(1, 5, 1, 2, 2, 2, 1.5)
 
 
 @dataclass
@@ -380,6 +381,10 @@ def _latency(res: Results, items: list[Measured], d: Durations) -> None:
         res.put(m.name, "c1_p50", statistics.median(p50s[m.name]))
         res.put(m.name, "c1_p99", statistics.median(p99s[m.name]))
         res.put(m.name, "c1_p50_rounds", " / ".join(f"{x:.3f}" for x in p50s[m.name]))
+        base = m.entry.baseline
+        if base in p50s:  # paired: each round's variant − the same round's baseline
+            pairs = [a - b for a, b in zip(p50s[m.name], p50s[base], strict=True)]
+            res.put(m.name, "c1_p50_delta", statistics.median(pairs))
 
 
 def _throughput(res: Results, items: list[Measured], d: Durations) -> None:
@@ -429,21 +434,36 @@ def _throughput(res: Results, items: list[Measured], d: Durations) -> None:
 
 
 def _streams(res: Results, items: list[Measured], d: Durations) -> None:
-    """50 streams kept in flight for each entry in turn: first byte, total, CPU per stream."""
+    """50 streams kept in flight, entries alternating in rounds: first byte, total (pooled
+    over the rounds), gateway CPU per stream."""
+    acc: dict[str, list[loadgen.StreamResult]] = {m.name: [] for m in items}
+    cpu: dict[str, float] = {m.name: 0.0 for m in items}
     for m in items:
         loadgen.streams(m.target, 50, 1)  # warm: connections open when timing starts
-        run = m.running
-        cpu0 = run.proc.cpu_seconds() if run else 0.0
-        s = loadgen.streams(m.target, 50, seconds=d.streams)
-        if run is not None and s.streams:
-            res.put(m.name, "stream_cpu_us", 1e6 * (run.proc.cpu_seconds() - cpu0) / s.streams)
+    for r in range(d.stream_rounds):
+        for m in _rotated(items, r):
+            run = m.running
+            cpu0 = run.proc.cpu_seconds() if run else 0.0
+            acc[m.name].append(loadgen.streams(m.target, 50, seconds=d.streams))
+            cpu[m.name] += (run.proc.cpu_seconds() - cpu0) if run else 0.0
+    for m in items:
+        parts = acc[m.name]
+        s = loadgen.StreamResult(
+            sum(x.streams for x in parts),
+            sum(x.failed for x in parts),
+            [v for x in parts for v in x.ttfb_ms],
+            [v for x in parts for v in x.total_ms],
+            [v for x in parts for v in x.problems],
+        )
+        if m.running is not None and s.streams:
+            res.put(m.name, "stream_cpu_us", 1e6 * cpu[m.name] / s.streams)
         res.put(m.name, "ttfb_p50", s.p("ttfb", 0.5))
         res.put(m.name, "ttfb_p99", s.p("ttfb", 0.99))
         res.put(m.name, "total_p50", s.p("total", 0.5))
         res.put(m.name, "streams_intact", f"{s.streams - s.failed}/{s.streams}")
         res.put(m.name, "failed", int(res.get(m.name, "failed") or 0) + s.failed)
         if s.problems:
-            res.errors[f"{m.name} streams"] = "; ".join(s.problems)[:300]
+            res.errors[f"{m.name} streams"] = "; ".join(s.problems[:3])[:300]
 
 
 def measure(

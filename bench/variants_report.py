@@ -35,6 +35,8 @@ WHAT = {
 
 
 def _diff(res: Results, a: str, b: str | None, key: str) -> float | None:
+    if key == "c1_p50" and res.get(a, "c1_p50_delta") is not None:
+        return res.get(a, "c1_p50_delta")  # the median of the rounds' paired differences
     x, y = res.get(a, key), res.get(b, key) if b else None
     return None if x is None or y is None else x - y
 
@@ -64,9 +66,10 @@ def targets(res: Results) -> list[tuple[str, str, str]]:
     )
     wake = _diff(res, "key", "open", "side_wakeups")
     check(
-        "3 · no storage round trip per request: storage-thread wake-ups/request, key − open ≤ 0.1",
+        "3 · no storage round trip per request: storage-thread wake-ups/request, key − open < 0.5 "
+        "(a lookup per request adds ≥ 1)",
         wake,
-        0.1,
+        0.49,
         "{:+.3f}",
     )
     check(
@@ -161,7 +164,8 @@ def markdown(res: Results) -> list[str]:
     lines += [
         "All variant processes run at once (idle ones cost nothing); c=1 and c=64 alternate "
         "between them in short rounds, order rotated each round, and each c=1 p50 is the "
-        "median of its rounds. Every request body is unique (the cache, when on, misses), "
+        "median of its rounds; a Δ p50 is the median over the rounds of (variant − baseline) "
+        "in the same round. Every request body is unique (the cache, when on, misses), "
         "except in the *hit* columns, which repeat one body.",
         "",
     ]
