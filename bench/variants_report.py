@@ -8,6 +8,7 @@ from bench.variants import ANTHROPIC_CHUNKS, ENTRIES, Results
 FIGURES = [
     ("c1_p50", "c=1 latency p50 (ms, median of rounds)", "{:.3f}"),
     ("c1_p99", "c=1 latency p99 (ms, median of rounds)", "{:.3f}"),
+    ("c1_cpu_us", "c=1 gateway CPU per request (µs)", "{:.0f}"),
     ("c64_rps", "c=64 requests/s", "{:,.0f}"),
     ("c64_cpu_us", "c=64 gateway CPU per request (µs)", "{:.0f}"),
     ("side_wakeups", "c=64 storage-thread wake-ups per request", "{:.3f}"),
@@ -59,8 +60,8 @@ def targets(res: Results) -> list[tuple[str, str, str]]:
         "{:+.3f} ms",
     )
     check(
-        "3 · team key vs open: CPU per request (info)",
-        _diff(res, "key", "open", "c64_cpu_us"),
+        "3 · team key vs open: CPU per request at c=1 (info)",
+        _diff(res, "key", "open", "c1_cpu_us"),
         None,
         "{:+.1f} µs",
     )
@@ -79,8 +80,8 @@ def targets(res: Results) -> list[tuple[str, str, str]]:
         "{:+.3f} ms",
     )
     check(
-        "4 · audit on vs off: CPU per request (info)",
-        _diff(res, "audit", "open", "c64_cpu_us"),
+        "4 · audit on vs off: CPU per request at c=1 (info)",
+        _diff(res, "audit", "open", "c1_cpu_us"),
         None,
         "{:+.1f} µs",
     )
@@ -112,8 +113,8 @@ def targets(res: Results) -> list[tuple[str, str, str]]:
         "{:+.3f} ms",
     )
     check(
-        "5 · OpenAI → Anthropic: CPU per request (info)",
-        _diff(res, "anthropic", "open", "c64_cpu_us"),
+        "5 · OpenAI → Anthropic: CPU per request at c=1 (info)",
+        _diff(res, "anthropic", "open", "c1_cpu_us"),
         None,
         "{:+.1f} µs",
     )
@@ -143,6 +144,13 @@ def targets(res: Results) -> list[tuple[str, str, str]]:
         0.03,
         "{:+.3f} ms",
     )
+    for n, where in (("traffic-redis", "Redis"), ("traffic-local", "in-process")):
+        check(
+            f"6 · key limit + cache, {where}: CPU per request at c=1 (info)",
+            _diff(res, n, "key", "c1_cpu_us"),
+            None,
+            "{:+.1f} µs",
+        )
     for n in ("traffic-redis hit", "traffic-local hit"):
         hit, direct = res.get(n, "c1_p50"), res.get("direct", "c1_p50")
         if hit is not None and direct is not None:
@@ -187,6 +195,7 @@ def markdown(res: Results) -> list[str]:
                 base,
                 WHAT.get(n, ""),
                 _cell("{:+.3f}", _diff(res, n, base, "c1_p50")),
+                _cell("{:+.1f}", _diff(res, n, base, "c1_cpu_us")),
                 _cell("{:+.1f}", _diff(res, n, base, "c64_cpu_us")),
                 "–" if rps is None or brps is None else f"{rps:,.0f} vs {brps:,.0f}",
                 _cell("{:+.2f}", _diff(res, n, base, "ttfb_p50")),
@@ -198,7 +207,8 @@ def markdown(res: Results) -> list[str]:
         "baseline",
         "what",
         "Δ c=1 p50 (ms)",
-        "Δ CPU/request (µs)",
+        "Δ CPU/request c=1 (µs)",
+        "Δ CPU/request c=64 (µs)",
         "c=64 req/s (variant vs baseline)",
         "Δ first byte p50 (ms)",
         "Δ CPU/stream (µs)",
