@@ -36,8 +36,8 @@ WHAT = {
 
 
 def _diff(res: Results, a: str, b: str | None, key: str) -> float | None:
-    if key == "c1_p50" and res.get(a, "c1_p50_delta") is not None:
-        return res.get(a, "c1_p50_delta")  # the median of the rounds' paired differences
+    if res.get(a, key + "_delta") is not None:
+        return res.get(a, key + "_delta")  # the median of the rounds' paired differences
     x, y = res.get(a, key), res.get(b, key) if b else None
     return None if x is None or y is None else x - y
 
@@ -173,8 +173,8 @@ def markdown(res: Results) -> list[str]:
         "All variant processes run at once (idle ones cost nothing); c=1 and c=64 alternate "
         "between them in short rounds, order rotated each round, and each c=1 p50 is the "
         "median of its rounds; a Δ p50 is the median over the rounds of (variant − baseline) "
-        "in the same round. Every request body is unique (the cache, when on, misses), "
-        "except in the *hit* columns, which repeat one body.",
+        "in the same round (likewise the Δ CPU at c=1 and per stream). Every request body is "
+        "unique (the cache, when on, misses), except in the *hit* columns, which repeat one body.",
         "",
     ]
     rows = []
@@ -247,7 +247,8 @@ def markdown(res: Results) -> list[str]:
         ]
         lines += [*_table(header, rows), ""]
     lines += ["### Targets (issues 3–6)", ""]
-    lines += [*_table(["target", "measured", "result"], [list(t) for t in targets(res)]), ""]
+    shown = [list(t) for t in targets(res) if t[1:] != ("–", "n/a")]  # groups not selected
+    lines += [*_table(["target", "measured", "result"], shown), ""]
     if res.notes:
         lines += [f"- {n}" for n in res.notes] + [""]
     return lines
