@@ -176,6 +176,10 @@ def markdown(res: Results) -> list[str]:
         "in the same round (likewise the Δ CPU at c=1 and per stream). Every request body is "
         "unique (the cache, when on, misses), except in the *hit* columns, which repeat one body.",
         "",
+        "The *hit* columns' stream figures are the load client's: 50 streams always in flight, "
+        "each replayed at once, so first byte ≈ 50 ÷ streams completed/s; read their c=1 p50 "
+        "and CPU instead.",
+        "",
     ]
     rows = []
     for key, label, fmt in FIGURES:
