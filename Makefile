@@ -42,8 +42,8 @@ system-deps:  ## Install Debian's chromium (browser tests), nginx and wrk (deplo
 test: lint system-deps  ## Lint, then the whole test suite
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP) system-deps  ## Benchmark Sluice against a direct call to the upstream
-	$(BIN)/python -m bench.run
+bench: $(STAMP) system-deps  ## Benchmark Sluice against the upstream, nginx, and its own variants (≈ 5 min)
+	$(BIN)/python -m bench.run --variants
 
 bench-peers: $(STAMP) system-deps  ## Also install and measure LiteLLM and Portkey (ignored folders)
 	$(BIN)/python -m bench.run --peers

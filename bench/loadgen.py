@@ -8,11 +8,13 @@ Streams need per-stream timing and content checks, so a small asyncio client doe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,13 +38,21 @@ class Target:
     sse_model: str = "gpt-bench-stream"
     sse_headers: dict[str, str] = field(default_factory=dict)  # extra, for streams only
     warm_s: float = 0.0  # a longer warm-up for systems that import lazily on first requests
+    unique: bool = False  # every request's body differs (a cache, when on, always misses)
+    _seq: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
-    def body(self, stream: bool) -> bytes:
-        """The chat request body (streams do not ask for usage: gateways must add it)."""
+    def body(self, stream: bool, template: bool = False) -> bytes:
+        """The chat request body (streams do not ask for usage: gateways must add it).
+
+        With `unique`, the prompt ends with a fresh number; `template=True` leaves the
+        "@N@" placeholder for wrk's script to fill in."""
+        text = "Say hello to the benchmark."
+        if self.unique:
+            text += " @N@" if template else f" {uuid.uuid4().hex[:8]}-{next(self._seq)}"
         return orjson.dumps(
             {
                 "model": self.sse_model if stream else self.json_model,
-                "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+                "messages": [{"role": "user", "content": text}],
                 "max_tokens": 32,
                 "stream": stream,
             }
@@ -75,8 +85,9 @@ def wrk(target: Target, conns: int, seconds: float, timeout_s: float = 10.0) -> 
     """Run wrk (one thread) at `conns` connections for `seconds` against the JSON URL."""
     env = {
         **os.environ,
-        "BENCH_BODY": target.body(stream=False).decode(),
+        "BENCH_BODY": target.body(stream=False, template=True).decode(),
         "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in target.headers.items()),
+        "BENCH_UNIQUE": uuid.uuid4().hex[:8] + "-" if target.unique else "",
     }
     cmd = [
         "wrk",
@@ -125,8 +136,9 @@ async def _py_http(target: Target, conns: int, seconds: float) -> HttpResult:
             nonlocal failed
             while time.monotonic() < end:
                 t0 = time.perf_counter()
+                data = target.body(stream=False) if target.unique else body
                 try:
-                    async with session.post(target.json_url, data=body, headers=headers) as r:
+                    async with session.post(target.json_url, data=data, headers=headers) as r:
                         await r.read()
                         ok = r.status == 200
                 except aiohttp.ClientError:
@@ -186,6 +198,8 @@ def _intact(raw: bytes) -> str | None:
 async def _one_stream(
     session: aiohttp.ClientSession, target: Target, body: bytes, headers: dict[str, str]
 ) -> tuple[float, float, str | None]:
+    if target.unique:
+        body = target.body(stream=True)
     t0 = time.perf_counter()
     first = None
     raw = bytearray()

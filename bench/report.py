@@ -48,6 +48,7 @@ class Run:
     systems: list[str] = field(default_factory=list)
     values: dict[str, dict[str, object]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    sections: list[str] = field(default_factory=list)  # extra markdown (the variants)
 
     def put(self, system: str, key: str, value: object) -> None:
         """Record one figure."""
@@ -157,6 +158,7 @@ def markdown(run: Run) -> str:
     if "sluice" in run.systems:
         lines += ["## Targets (Sluice)", ""]
         lines += [*_table(["target", "measured", "result"], [list(t) for t in targets(run)]), ""]
+    lines += run.sections
     if run.errors:
         lines += ["## Not measured", ""]
         lines += [f"- **{s}**: {e}" for s, e in run.errors.items()] + [""]

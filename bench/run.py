@@ -2,11 +2,13 @@
 
     python -m bench.run [--quick] [--only latency,throughput,streams] [--peers]
                         [--systems sluice,nginx-hop,...] [--chunk-ms 10]
+                        [--variants [auth,logging,translation,traffic]]
 
 The gateway under test is pinned to core 0 (`taskset -c 0`); this harness, wrk, and the
 upstreams share core 1. Each system is started, warmed, measured in every selected scenario,
 has its peak RSS read, and is stopped before the next one starts. Results are printed and
-written to bench/results/<date>-<scenarios>.md.
+written to bench/results/<date>-<scenarios>.md. With --variants, Sluice's variants (issues 3–6,
+bench/variants.py) follow in the same run, against the same upstreams.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import loadgen, procs, report, systems
+from bench import loadgen, procs, report, systems, variants, variants_report
 from bench.loadgen import Target
 from bench.procs import Proc
 
@@ -129,22 +131,48 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--peers", action="store_true", help="also install and measure LiteLLM, Portkey"
     )
-    ap.add_argument("--systems", default=None, help="e.g. sluice,nginx-hop (direct always runs)")
+    ap.add_argument(
+        "--systems", default=None, help="e.g. sluice,nginx-hop, or none (direct always runs)"
+    )
     ap.add_argument("--chunk-ms", type=float, default=10.0, help="upstream pause between chunks")
     ap.add_argument("--note", action="append", default=[], help="a line for the report's header")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
+    ap.add_argument(
+        "--variants",
+        nargs="?",
+        const="all",
+        default=None,
+        help="also measure Sluice variants: all, or some of " + ",".join(variants.GROUPS),
+    )
+    ap.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"),
+        help="PostgreSQL server for the audit-pg variant (database sluice_bench is created)",
+    )
+    ap.add_argument(
+        "--redis",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis for the traffic-redis variant (keys under a per-run prefix, deleted after)",
+    )
     args = ap.parse_args(argv)
     args.only_set = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = args.only_set - set(SCENARIOS)
     if unknown:
         ap.error(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
-    if args.systems:
+    if args.systems == "none":  # direct only (e.g. with --variants)
+        args.system_list = []
+    elif args.systems:
         args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
     else:
         args.system_list = ["nginx-hop", "sluice", *(systems.PEERS if args.peers else ())]
     bad = [s for s in args.system_list if s not in systems.STARTERS]
     if bad:
         ap.error(f"unknown system(s) {bad}; choose from {', '.join(systems.STARTERS)}")
+    if args.variants is not None:
+        try:
+            variants.selected(args.variants)
+        except ValueError as exc:
+            ap.error(str(exc))
     return args
 
 
@@ -172,28 +200,47 @@ def main(argv: list[str] | None = None) -> int:
         f"chunks {args.chunk_ms:g} ms apart (+ usage when asked) and [DONE]",
         "Sluice: bench/configs/sluice.yaml (static token auth, keys, BYOK, limits, budgets, "
         "usage + audit log on — audit lines to a file in bench/.work/; cache off)",
+        *(
+            [
+                f"variants ({args.variants}): bench/configs/sluice-{{open,key,traffic}}.yaml, "
+                "see the Variants section"
+            ]
+            if args.variants is not None
+            else []
+        ),
         *args.note,
     ]
     run = report.Run("Sluice benchmark", notes)
     print(f"workdir {workdir}", flush=True)
     up = systems.start_upstreams(workdir, args.chunk_ms)
+    verdicts: list[str] = []
     try:
         print("· direct (the load generator against the upstreams) …", flush=True)
         measure(run, up.direct(), args.only_set, d)
         for key in args.system_list:
             bench_system(run, key, workdir, up, args.only_set, d)
+        if args.variants is not None:
+            vd = variants.Durations.pick(args.quick)
+            vres = variants.measure(
+                args.variants, args.only_set, vd, workdir, up, args.postgres, args.redis
+            )
+            run.sections += variants_report.markdown(vres)
+            run.errors.update(vres.errors)
+            verdicts += [v for _, _, v in variants_report.targets(vres)]
     finally:
         up.stop()
     text = report.markdown(run)
     print("\n" + text)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{stamp:%Y-%m-%d}-{'+'.join(only)}{'-peers' if args.peers else ''}"
+    name += "-variants" if args.variants is not None else ""
     path = args.out / f"{name}{'-quick' if args.quick else ''}.md"
     path.write_text(text + "\n")
     print(
         f"written to {path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path}"
     )
-    verdicts = [v for _, _, v in report.targets(run)] if "sluice" in run.systems else []
+    if "sluice" in run.systems:
+        verdicts += [v for _, _, v in report.targets(run)]
     return 1 if "FAIL" in verdicts else 0
 
 

@@ -8,6 +8,11 @@
   usage chunk when `stream_options.include_usage` is true, then `data: [DONE]`. Pacing makes
   first-byte and total times mean what they mean against a real model: a gateway that buffers
   shows up as a late first byte. Non-streamed requests get the same JSON as nginx.
+- The same server (and nginx, at `/v1/messages`) is also a fake **Anthropic Messages** API:
+  a POST to `/v1/messages` gets a Messages JSON answer, or with `"stream": true` Anthropic's
+  events (`message_start`, `content_block_start`, one `content_block_delta` per word,
+  `content_block_stop`, `message_delta` with usage, `message_stop`) written in 20 paced
+  writes, the same text and timing as the OpenAI stream (see `bench/anthropic_fake.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import re
 from typing import cast
 
 import orjson
+
+from bench import anthropic_fake
 
 MODEL = "gpt-bench"
 CHUNKS = 20
@@ -88,6 +95,11 @@ _SSE_HEAD = (
     b"Transfer-Encoding: chunked\r\n\r\n"
 )
 _EVENTS = {flag: [_chunked(e) for e in sse_events(flag)] for flag in (False, True)}
+_ANTHROPIC_JSON_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    % len(anthropic_fake.MESSAGE)
+)
+_ANTHROPIC_EVENTS = [_chunked(e) for e in anthropic_fake.sse_writes(WORDS, USAGE)]
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -121,11 +133,17 @@ class UpstreamProtocol(asyncio.Protocol):
             if len(self.buf) < end:
                 return
             body = self.buf[head_end + 4 : end]
+            anthropic = head.startswith(b"post /v1/messages")
             self.buf = self.buf[end:]
             if _STREAM.search(body):
                 self.busy = True
                 self.transport.write(_SSE_HEAD)
-                self._send(_EVENTS[bool(_USAGE.search(body))], 0)
+                if anthropic:  # Anthropic always sends usage (message_start, message_delta)
+                    self._send(_ANTHROPIC_EVENTS, 0)
+                else:
+                    self._send(_EVENTS[bool(_USAGE.search(body))], 0)
+            elif anthropic:
+                self.transport.write(_ANTHROPIC_JSON_HEAD + anthropic_fake.MESSAGE)
             else:
                 self.transport.write(_JSON_HEAD + COMPLETION)
 
@@ -173,11 +191,16 @@ def main() -> None:
 def nginx_upstream_conf(workdir: str, port: int) -> str:
     """nginx answering every request with the fixed chat.completion JSON."""
     body = COMPLETION.decode().replace("\\", "\\\\").replace("'", "\\'")
+    message = anthropic_fake.MESSAGE.decode().replace("\\", "\\\\").replace("'", "\\'")
     return _nginx_conf(
         workdir,
         f"""
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        location = /v1/messages {{
+            default_type application/json;
+            return 200 '{message}';
+        }}
         location / {{
             default_type application/json;
             return 200 '{body}';
