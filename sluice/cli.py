@@ -60,6 +60,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # no proxy header is trusted (Request.client_ip); saves a wrapper
         server_header=False,
         date_header=False,
         log_level="warning",
