@@ -6,6 +6,7 @@ allocation shows up in the benchmark.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -189,6 +190,60 @@ async def wait_disconnect(receive: Receive) -> None:
         msg = await receive()
         if msg["type"] == "http.disconnect":
             return
+
+
+# A non-streamed request watches for its client leaving only once it has run this long:
+# most are answered sooner, and the watch costs a task (see DisconnectWatch).
+WATCH_AFTER_S = 0.05
+
+
+class DisconnectWatch:
+    """Cancels `task` when the client disconnects (the body must already be read).
+
+    Watching takes a task awaiting `receive`; most answers are done in a few ms, so with
+    `delay` > 0 that task is only started once the request has run `delay` seconds (a
+    timer costs far less than a task): a client that leaves is noticed within `delay`.
+    `stop()` (in a `finally`) ends the watch.
+    """
+
+    __slots__ = ("_receive", "_task", "_timer", "_watcher")
+
+    def __init__(self, task: asyncio.Task[Any] | None, receive: Receive, delay: float) -> None:
+        self._task = task
+        self._receive = receive
+        self._watcher: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        if task is None:
+            return
+        if delay > 0:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.ensure_future(wait_disconnect(self._receive))
+        self._watcher.add_done_callback(self._on_done)
+
+    def _on_done(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and self._task is not None:
+            self._task.cancel()
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client has disconnected."""
+        w = self._watcher
+        return w is not None and w.done() and not w.cancelled()
+
+    def stop(self) -> None:
+        """Stop watching."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        w = self._watcher
+        if w is not None:
+            w.remove_done_callback(self._on_done)
+            w.cancel()
 
 
 async def aiter_bytes(data: bytes) -> AsyncIterator[bytes]:
