@@ -34,6 +34,9 @@ SSE_HEADERS: RawHeaders = [
 ]
 
 
+_NO_BODY = frozenset({204, 304})  # statuses that must not carry a Content-Length (RFC 9110)
+
+
 def new_request_id() -> str:
     """A fresh request id in seed 004's shape: req_<ms>_<random>.
 
@@ -137,12 +140,16 @@ class Request:
         return self._body
 
     async def respond(self, status: int, body: bytes, headers: RawHeaders = JSON_HEADERS) -> None:
-        """Send a whole response with the collected response headers."""
+        """Send a whole response with the collected response headers.
+
+        With its Content-Length: without one the server frames the body as chunked, which
+        costs both sides more for a body that is already whole."""
+        sized = [(b"content-length", b"%d" % len(body))] if status not in _NO_BODY else []
         await self.send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [*headers, *self.response_headers],
+                "headers": [*headers, *sized, *self.response_headers],
             }
         )
         await self.send({"type": "http.response.body", "body": body})
