@@ -47,7 +47,11 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         # `sluice db upgrade` as a deploy step.
         from sluice import db as storage
 
-        storage.ensure_current_apart(settings.storage.url)
+        try:
+            storage.ensure_current_apart(settings.storage.url)
+        except RuntimeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
     if workers > 1:
         _prepare_workers(settings)
     config = uvicorn.Config(
