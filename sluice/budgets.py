@@ -63,6 +63,8 @@ def worst_price(prices: list[Price | None]) -> Price | None:
     """The highest input and output rates among a plan's targets; None if any is unknown."""
     if not prices or any(p is None for p in prices):
         return None
+    if len(prices) == 1:
+        return prices[0]
     known = [p for p in prices if p is not None]
     return Price(
         input_per_mtok=max(p.input_per_mtok for p in known),

@@ -42,11 +42,16 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     if config_path:
         os.environ["SLUICE_CONFIG"] = os.path.abspath(config_path)
     if settings.storage.url.startswith("sqlite"):
-        # SQLite migrates itself here, once, before any worker starts; PostgreSQL is
-        # migrated by `sluice db upgrade` as a deploy step.
+        # SQLite migrates itself here, once, before any worker starts (in a child process, so
+        # Alembic never sits in the server's memory); PostgreSQL is migrated by
+        # `sluice db upgrade` as a deploy step.
         from sluice import db as storage
 
-        storage.ensure_current(settings.storage.url)
+        try:
+            storage.ensure_current_apart(settings.storage.url)
+        except RuntimeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
     if workers > 1:
         _prepare_workers(settings)
     config = uvicorn.Config(
@@ -59,6 +64,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # no proxy header is trusted (Request.client_ip); saves a wrapper
         server_header=False,
         date_header=False,
         log_level="warning",
@@ -78,7 +84,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 
 def _prepare_workers(settings: config.Settings) -> None:
     """Several workers: one metrics directory they all write to (prometheus multiprocess
-    mode), and SQLite migrated once here rather than raced by every worker."""
+    mode). SQLite is migrated once before this (in `serve`), not raced by every worker."""
     import tempfile
 
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -88,10 +94,6 @@ def _prepare_workers(settings: config.Settings) -> None:
         path = tempfile.mkdtemp(prefix="sluice-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
         atexit.register(shutil.rmtree, path, True)
-    if settings.storage.url.startswith("sqlite"):
-        from sluice import db as storage
-
-        storage.ensure_current(settings.storage.url)
 
 
 @main.command()

@@ -133,7 +133,9 @@ class LoggingConfig(_Strict):
     spool_dir: str | None = None  # where records wait while storage is down
     queue_size: int = 100_000  # records held in memory before spilling straight to the spool
     batch_size: int = 1000  # rows per INSERT
-    batch_linger_s: float = 0.02  # how long the writer waits for a batch to fill
+    # How long the writer waits for a batch to fill: each transaction costs ~0.75 ms of CPU
+    # (SQLite), so at 2,000 requests/s 0.1 s makes that ~4 µs a request rather than ~15.
+    batch_linger_s: float = 0.1
     otel: bool = False  # OpenTelemetry spans (GenAI conventions); needs the `otel` extra
 
 

@@ -5,6 +5,8 @@ Migrations in `sluice/migrations` are generated from this metadata; change both 
 
 from __future__ import annotations
 
+import os
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,29 @@ def ensure_current(url: str) -> None:
     """Migrate the database at `url` unless it is a SQLite file already at HEAD."""
     if not is_current(url):
         upgrade(url)
+
+
+def ensure_current_apart(url: str) -> None:
+    """`ensure_current` in a forked child when there is something to migrate: Alembic, Mako
+    and the migration scripts then never take memory in the serving process (~14 MB RSS)."""
+    if is_current(url):
+        return
+    if not hasattr(os, "fork"):
+        upgrade(url)
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: migrate, then leave without running the parent's atexit hooks
+        code = 1
+        try:
+            upgrade(url)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("storage migration failed (see the error above)")
 
 
 def upgrade(url: str) -> None:

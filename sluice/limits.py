@@ -328,8 +328,7 @@ class Traffic:
                 raise limit_error(limits[adm.failed], adm.values[0], adm.ttls[0])
             raise budget_error(checks[adm.failed - len(limits)], adm.values[0])
         ticket = Ticket(self.state, limits, checks, adm, tokens, nano, price, out)
-        for k, v in ticket.headers().items():
-            req.add_header(k, v)
+        req.response_headers += [(k.encode(), v.encode()) for k, v in ticket.headers().items()]
         return ticket
 
     async def describe(self, req: Request, principal: Principal, plan: Plan) -> dict[str, Any]:

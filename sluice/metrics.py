@@ -112,33 +112,57 @@ class Metrics:
 
     def observe(self, row: dict[str, Any]) -> None:
         """Count one finished request, from its (scrubbed) storage row."""
-        req, err, lat, fb, ovh, tp, tc, tca, cost, att, ret = self._labelled(row)
-        req.inc()
-        if err is not None:
-            err.inc()
+        self.observe_batch([row])
+
+    def observe_batch(self, rows: list[dict[str, Any]]) -> None:
+        """Count finished requests, from their (scrubbed) storage rows: counters summed per
+        label set first, so a batch of like requests costs one increment per counter (each
+        takes a lock), not one per request."""
+        sums: dict[int, list[Any]] = {}
+        for row in rows:
+            children = self._labelled(row)
+            lat, fb, ovh = children[2], children[3], children[4]
+            lat.observe(row["latency_ms"] / 1000)
+            if row["ttfb_ms"] is not None:
+                fb.observe(row["ttfb_ms"] / 1000)
+            if row["overhead_ms"] is not None:
+                ovh.observe(row["overhead_ms"] / 1000)
+            acc = sums.get(id(children))
+            if acc is None:
+                acc = sums[id(children)] = [children, 0, 0, 0, 0, 0.0, 0, 0]
+            acc[1] += 1
+            acc[2] += row["prompt_tokens"]
+            acc[3] += row["completion_tokens"]
+            acc[4] += row["cached_tokens"]
+            acc[5] += row["cost_usd"] or 0.0
+            acc[6] += row["attempts"]
+            acc[7] += max(0, row["attempts"] - 1)
             if row["error_code"] in _LIMIT_CODES:
                 self.limited.labels(row["team"] or "", row["error_code"]).inc()
-        lat.observe(row["latency_ms"] / 1000)
-        if row["ttfb_ms"] is not None:
-            fb.observe(row["ttfb_ms"] / 1000)
-        if row["overhead_ms"] is not None:
-            ovh.observe(row["overhead_ms"] / 1000)
-        for counter, n in ((tp, row["prompt_tokens"]), (tc, row["completion_tokens"])):
-            if n:
-                counter.inc(n)
-        if row["cached_tokens"]:
-            tca.inc(row["cached_tokens"])
-        if row["cost_usd"]:
-            cost.inc(row["cost_usd"])
-        if row["attempts"]:
-            att.inc(row["attempts"])
-            if row["attempts"] > 1:
-                ret.inc(row["attempts"] - 1)
-        pmt = (row["provider"] or "", row["model"] or "", row["team"] or "")
-        if row["tokens_estimated"]:
-            self.estimated.labels(*pmt).inc()
-        if row["cache_hit"]:
-            self.cache_hits.labels(*pmt).inc()
+            pmt = (row["provider"] or "", row["model"] or "", row["team"] or "")
+            if row["tokens_estimated"]:
+                self.estimated.labels(*pmt).inc()
+            if row["cache_hit"]:
+                self.cache_hits.labels(*pmt).inc()
+        for (
+            req,
+            err,
+            _,
+            _,
+            _,
+            tp,
+            tc,
+            tca,
+            cost,
+            att,
+            ret,
+        ), n, p, c, ca, usd, a, r in sums.values():
+            req.inc(n)
+            if err is not None:
+                err.inc(n)
+            for counter, amount in ((tp, p), (tc, c), (tca, ca), (cost, usd), (att, a), (ret, r)):
+                if amount:
+                    counter.inc(amount)
 
     def render(self) -> bytes:
         """The Prometheus text exposition (aggregated over workers in multiprocess mode)."""

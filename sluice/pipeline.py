@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sluice import errors, tokenizer
-from sluice.asgi import SSE_HEADERS, ClientGone, Request, wait_disconnect
+from sluice.asgi import SSE_HEADERS, WATCH_AFTER_S, ClientGone, DisconnectWatch, Request
 from sluice.drain import ended_error
 from sluice.errors import GatewayError
 from sluice.providers import canonical
@@ -98,13 +98,7 @@ class Pipeline:
         # A client that leaves cancels this task, and with it the upstream call (SPEC §6).
         current = asyncio.current_task()
         gw.drain.track(current)  # ended with a 503 / error event at the drain deadline
-        watcher = asyncio.ensure_future(wait_disconnect(req.receive))
-
-        def on_disconnect(fut: asyncio.Future[None]) -> None:
-            if not fut.cancelled() and current is not None:
-                current.cancel()
-
-        watcher.add_done_callback(on_disconnect)
+        watch = DisconnectWatch(current, req.receive, 0.0 if op.stream else WATCH_AFTER_S)
         try:
             principal = await gw.auth.authenticate(req)
             rec.team, rec.key_id, rec.user, rec.session = (
@@ -133,7 +127,7 @@ class Pipeline:
             rec.status, rec.error_code = exc.status, exc.code
             raise
         except (asyncio.CancelledError, ClientGone):
-            gone = watcher.done() and not watcher.cancelled()
+            gone = watch.gone
             if not gone and gw.drain.claim(current):  # SPEC §6: drain deadline, no answer yet
                 err = ended_error()
                 rec.status, rec.error_code = err.status, err.code
@@ -147,8 +141,7 @@ class Pipeline:
             raise
         finally:
             gw.drain.untrack(current)
-            watcher.remove_done_callback(on_disconnect)
-            watcher.cancel()
+            watch.stop()
             if op.ticket is not None:
                 op.ticket.settle(rec)
             rec.latency_ms = (time.perf_counter() - req.started) * 1000

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
+from sluice import __version__
 from sluice.errors import GatewayError
 from sluice.providers.base import Adapter, UpstreamCall
 from sluice.redact import scrub
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from sluice.config import AiGatewayConfig
 
 _MAX_ERROR_BODY = 64 * 1024
+_SESSION_HEADERS = {"User-Agent": f"sluice/{__version__}"}
 
 
 @dataclass(slots=True)
@@ -84,8 +86,10 @@ class Upstream:
             connector = aiohttp.TCPConnector(
                 limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
             )
+            # A User-Agent of our own rather than `skip_auto_headers`, which makes aiohttp
+            # sort and copy the headers of every request.
             s = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+                connector=connector, auto_decompress=True, headers=_SESSION_HEADERS
             )
             self._sessions[provider] = s
         return s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +96,9 @@ def failed_record(request_id: str, method: str, path: str, status: int, code: st
     return rec
 
 
+_AUDIT_HEAD = b'{"type":"audit",'
+
+
 class UsageSink:
     """Receives finished records: the hot path only queues them (see `usage_store`)."""
 
@@ -137,17 +141,19 @@ class UsageSink:
     def _observe(self, batch: list[UsageRecord] | None, rows: list[dict[str, Any]]) -> bytes:
         """Metrics and traces for a batch (off the hot path); returns its audit lines."""
         self.metrics.usage_queued.inc(len(rows))
-        for row in rows:
-            self.metrics.observe(row)  # rows are scrubbed: a key sent as a model name stays out
+        self.metrics.observe_batch(rows)  # rows are scrubbed: a key sent as a model name stays out
         if self.tracing is not None:
             self.tracing.export(rows)
         if not self.audit:
             return b""
+        if not self.store_content:
+            # {"type": "audit", ...row}: the row's own JSON with the type spliced in front.
+            return b"".join([_AUDIT_HEAD + orjson.dumps(row)[1:] + b"\n" for row in rows])
         lines = []
         for i, row in enumerate(rows):
             line = {"type": "audit", **row}
             content = batch[i].content if batch is not None else None  # spilled: not kept
-            if self.store_content and content is not None:
+            if content is not None:
                 line["content"] = {"request": self._clean(_text(content))}
             lines.append(orjson.dumps(line) + b"\n")
         return b"".join(lines)
@@ -189,17 +195,20 @@ def spool_dir(settings: Settings) -> str:
 
 
 def _stdout_writer() -> Callable[[bytes], None]:
-    """Writes audit lines straight to fd 1 in whole-line chunks of at most PIPE_BUF bytes:
-    with `--workers N` every worker shares stdout, and only writes that small are atomic on
-    a pipe, so lines from two workers never interleave."""
+    """Writes audit lines straight to fd 1. On a pipe, in whole-line chunks of at most
+    PIPE_BUF bytes: with `--workers N` every worker shares stdout, and only writes that small
+    are atomic on a pipe, so lines from two workers never interleave. On a regular file a
+    write() is atomic as a whole (one offset shared by the workers), so a batch is one
+    write: syscalls are the dear part here."""
     try:
         fd = sys.stdout.fileno()
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
     except (AttributeError, OSError, ValueError):
         return lambda data: None
 
     def write(data: bytes) -> None:
         try:
-            for chunk in _line_chunks(data, select.PIPE_BUF):
+            for chunk in [data] if regular else _line_chunks(data, select.PIPE_BUF):
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]

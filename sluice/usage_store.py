@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import os
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from sluice.usage import UsageRecord
 log = logging.getLogger("sluice.usage")
 
 ROW_FIELDS = tuple(f.name for f in fields(UsageRecord) if f.name in db.usage.c)
+_row_values = operator.attrgetter(*ROW_FIELDS)
 # Strings a client can influence (a model name, a request id, a session...): these are
 # scrubbed; the rest come from configuration or fixed codes.
 _CLIENT_STRINGS = (
@@ -51,12 +53,28 @@ def engine_for(url: str) -> AsyncEngine:
 
 def to_row(rec: UsageRecord, clean: Callable[[str], str]) -> dict[str, Any]:
     """A record as a storage row with every string scrubbed."""
-    row = {f: getattr(rec, f) for f in ROW_FIELDS}
+    row = dict(zip(ROW_FIELDS, _row_values(rec), strict=True))
     for k in _CLIENT_STRINGS:
         v = row[k]
         if v:
             row[k] = clean(v)
     return row
+
+
+def cached_cleaner(clean: Callable[[str], str], size: int = 4096) -> Callable[[str], str]:
+    """`clean` remembering its answers: a batch repeats the same paths, models, teams and key
+    ids, and each scrub is a regex pass. Bounded: emptied when full."""
+    seen: dict[str, str] = {}
+
+    def cached(text: str) -> str:
+        out = seen.get(text)
+        if out is None:
+            if len(seen) >= size:
+                seen.clear()
+            out = seen[text] = clean(text)
+        return out
+
+    return cached
 
 
 class UsageWriter:
@@ -79,7 +97,7 @@ class UsageWriter:
         # Metrics and traces for a batch; returns the audit lines to write (b"" for none).
         self.on_batch = on_batch
         self.audit_out: Callable[[bytes], None] | None = None
-        self.clean = clean
+        self.clean = cached_cleaner(clean)
         self.max_queue = max_queue
         self.batch_max = batch_max
         self.linger_s = linger_s

@@ -14,14 +14,16 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.asgi import Request
-from sluice.auth.jwt import JwtVerifier, TokenRejected, looks_like_jwt
 from sluice.auth.keys import KeyAuth
 from sluice.config import Settings
 from sluice.errors import GatewayError, validation
 from sluice.store import Store
+
+if TYPE_CHECKING:
+    from sluice.auth.jwt import JwtVerifier
 
 log = logging.getLogger("sluice.auth")
 
@@ -93,7 +95,12 @@ class Authenticator:
         # digest → a stable, secret-free id so usage and limits can tell static tokens apart
         self._static = {_hex(t): "static_" + _hex(t)[:8] for t in a.tokens}
         self._admin = _hex(a.admin_key) if a.admin_key else None
-        self.jwt = JwtVerifier(a.jwt) if a.jwt is not None else None
+        self.jwt: JwtVerifier | None = None
+        if a.jwt is not None:
+            # PyJWT and cryptography cost ~10 MB of RSS: loaded only when JWTs are on.
+            from sluice.auth.jwt import JwtVerifier
+
+            self.jwt = JwtVerifier(a.jwt)
         self.keys = KeyAuth(store, settings.redis.url) if a.keys and store is not None else None
 
     @property
@@ -167,7 +174,11 @@ class Authenticator:
                 limits=rec.limits,
                 metadata=rec.metadata,
             )
-        if self.jwt is not None and looks_like_jwt(cred):
+        if self.jwt is None:
+            return None
+        from sluice.auth.jwt import TokenRejected, looks_like_jwt
+
+        if looks_like_jwt(cred):
             try:
                 claims = await self.jwt.verify(cred)
             except TokenRejected as exc:

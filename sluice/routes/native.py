@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from sluice import errors, schema, sse, tokenizer
-from sluice.asgi import ClientGone, Request, wait_disconnect
+from sluice.asgi import WATCH_AFTER_S, ClientGone, DisconnectWatch, Request
 from sluice.config import Price
 from sluice.errors import GatewayError
 from sluice.providers.base import Adapter, UpstreamCall, Usage
@@ -110,8 +110,7 @@ async def native(gw: Gateway, req: Request) -> None:
     rec = req.usage = new_record(req.request_id, req.method, req.path)  # recorded here, once
     rec.provider = name
     current = asyncio.current_task()
-    watcher = asyncio.ensure_future(wait_disconnect(req.receive))
-    watcher.add_done_callback(lambda f: current.cancel() if current and not f.cancelled() else None)
+    watch = DisconnectWatch(current, req.receive, WATCH_AFTER_S)
     ticket: Ticket | None = None
     try:
         call, key, principal = await _prepare(gw, req, adapter, "/" + rest, body, rec)
@@ -121,12 +120,12 @@ async def native(gw: Gateway, req: Request) -> None:
         rec.status, rec.error_code = exc.status, exc.code
         raise
     except (asyncio.CancelledError, ClientGone):
-        if not (watcher.done() and not watcher.cancelled()) or current is None:
+        if not watch.gone or current is None:
             raise
         current.uncancel()  # the client left: finish the accounting (SPEC §6)
         rec.status, rec.error_code = 499, "CLIENT_DISCONNECTED"
     finally:
-        watcher.cancel()
+        watch.stop()
         if ticket is not None:
             ticket.settle(rec)
         rec.latency_ms = (time.perf_counter() - req.started) * 1000
