@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test lint format bench bench-peers browser
+.PHONY: help install serve test lint format bench bench-peers browser soak
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,3 +42,6 @@ bench: $(STAMP)  ## Benchmark Sluice against a direct call to the upstream
 
 bench-peers: $(STAMP)  ## Also install and measure LiteLLM and Portkey (ignored folders)
 	$(BIN)/python -m bench.run --peers
+
+soak: $(STAMP)  ## 3-minute soak: 3 gateways + nginx + PostgreSQL + Redis, restarts mid-run
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
