@@ -242,8 +242,12 @@ async def run_load(
     run_id: str,
     events: list[tuple[float, Callable[[], Any]]],
     sampler: Callable[[], None],
+    probes: list[tuple[float, str, int]],
 ) -> None:
-    """Send the scenarios' traffic for args.seconds; run `events` at their times; sample RSS."""
+    """Send the scenarios' traffic for args.seconds; run `events` at their times; sample RSS.
+
+    `probes` (time, gateway URL, count): that many long streams sent straight to one gateway
+    just before it gets SIGTERM, so that the drain deadline surely finds some in flight."""
     end = args.seconds
     seq = 0
     tasks: set[asyncio.Task[None]] = set()
@@ -281,6 +285,26 @@ async def run_load(
             tasks.add(t)
             t.add_done_callback(tasks.discard)
 
+    async def probe(at: float, gw_url: str, count: int) -> None:
+        nonlocal seq
+        await asyncio.sleep(max(0.0, at - tl.now()))
+        key = keys["a2"]
+        for _ in range(count):
+            seq += 1
+            rid = f"soak-{run_id}-{seq:06d}"
+            body = {
+                "model": "gpt-cheap-slowstream",
+                "messages": [{"role": "user", "content": f"soak {rid}: a long answer"}],
+                "max_tokens": MAX_TOKENS,
+                "stream": True,
+            }
+            res = Result(rid, "drain probe (straight to gw2)", key.team, key.name,
+                         body["model"], True, tl.now())  # fmt: skip
+            results.append(res)
+            t = asyncio.ensure_future(one_request(session, gw_url, key, res, body, tl))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
     async def sample() -> None:
         while tl.now() < end + 40:
             sampler()
@@ -294,7 +318,9 @@ async def run_load(
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
         sampling = asyncio.ensure_future(sample())
         firing = asyncio.ensure_future(fire())
-        await asyncio.gather(*(send(sc) for sc in scenarios(args.rate)))
+        await asyncio.gather(
+            *(send(sc) for sc in scenarios(args.rate)), *(probe(*p) for p in probes)
+        )
         await firing
         if tasks:
             tl.note(f"load stopped; waiting for {len(tasks)} requests in flight")
@@ -415,12 +441,25 @@ def main() -> int:
             tl.note("Redis: answering again")
 
         events: list[tuple[float, Callable[[], Any]]] = []
+        probes: list[tuple[float, str, int]] = []
         if not args.no_restart:
             events.append((0.35 * args.seconds, restart_gw2))
+            gw2_url = f"http://127.0.0.1:{gateways[1].port}/v1/chat/completions"
+            probes.append((0.35 * args.seconds - 1.5, gw2_url, 3))
         if not args.no_redis_restart:
             events.append((0.6 * args.seconds, restart_redis))
         asyncio.run(
-            run_load(args, url + "/v1/chat/completions", keys, tl, results, run_id, events, sampler)  # type: ignore[arg-type]
+            run_load(
+                args,
+                url + "/v1/chat/completions",
+                keys,
+                tl,
+                results,
+                run_id,
+                events,
+                sampler,
+                probes,
+            )
         )
         sampler()
         tl.note("SIGTERM every gateway (each flushes its usage records)")
