@@ -349,6 +349,38 @@ async def create_keys(url: str, keys: dict[str, Key]) -> None:
         k.key_id = by_name[(k.team, k.name)]
 
 
+def revocation_check(nginx: str, gateways: list[sp.Gateway], run_id: str) -> tuple[bool, str]:
+    """After the restarts: a key cached by every instance, revoked through one, must be refused
+    by all within a second (SPEC §7) — the restarted instance and the Redis pub/sub included."""
+    import httpx
+
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    body = {"model": "gpt-cheap", "messages": [{"role": "user", "content": "revocation"}]}
+    with httpx.Client(timeout=10) as c:
+        r = c.post(nginx + "/tokens", json={"teamId": "delta", "name": "rv"}, headers=admin)
+        secret = r.json()["apiKey"]
+        kid = next(
+            k["id"] for k in c.get(nginx + "/admin/keys?team=delta", headers=admin).json()["keys"]
+        )
+        time.sleep(0.5)
+
+        def ask(g: sp.Gateway, n: int) -> int:
+            hdr = {"Authorization": f"Bearer {secret}", "X-Request-ID": f"rv-{run_id}-{n}"}
+            url = f"http://127.0.0.1:{g.port}/v1/chat/completions"
+            return c.post(url, json=body, headers=hdr).status_code
+
+        before = [ask(g, i) for i, g in enumerate(gateways)]
+        r = c.delete(f"http://127.0.0.1:{gateways[0].port}/admin/keys/{kid}", headers=admin)
+        time.sleep(1.0)
+        after = [ask(g, 10 + i) for i, g in enumerate(gateways)]
+    names = [g.current.name for g in gateways]
+    ok = before == [200] * 3 and after == [401] * 3
+    return ok, (
+        f"key used on {', '.join(names)}: {before}; revoked on {names[0]} "
+        f"(DELETE {r.status_code}); 1 s later: {after}"
+    )
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -462,6 +494,8 @@ def main() -> int:
             )
         )
         sampler()
+        revoked = revocation_check(url, gateways, run_id)
+        tl.note("revocation after the restarts: " + revoked[1])
         tl.note("SIGTERM every gateway (each flushes its usage records)")
         for g in gateways:
             tl.sigterm.setdefault(g.current.name, tl.now())
@@ -481,6 +515,7 @@ def main() -> int:
             keys={k.name: (k.team, k.key_id, k.rpm) for k in keys.values()},
             budget=budget,
             drain_s=DRAIN_S,
+            revoked=revoked,
         )
         ok = report.ok
         out = Path(args.out) if args.out else HERE / "results" / f"{dt.date.today()}-soak.md"

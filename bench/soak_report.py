@@ -89,6 +89,7 @@ def build(
     keys: dict[str, tuple[str, str, int | None]],
     budget: float,
     drain_s: float,
+    revoked: tuple[bool, str],
 ) -> Report:
     rep = Report()
     tl = timeline
@@ -240,6 +241,19 @@ def build(
     )
     if over:
         detail += "; OVER: " + "; ".join(over)
+    if down_wall is not None:
+        # While Redis is down each instance counts alone at cap ÷ instances (docs/traffic.md).
+        alone: Counter[str] = Counter(
+            where.get(r["request_id"], "?")
+            for r in rows
+            if r["key_id"] == g1[1]
+            and r["error_code"] not in REFUSED
+            and down_wall[0] <= r["ts"] < down_wall[1]
+        )
+        detail += (
+            f"; g1 admitted while Redis was down (±1 s): {dict(alone) or 'none'} "
+            f"(per-instance fallback cap {max(1, (g1[2] or 600) // 3)})"
+        )
     rep.check("no rate limit exceeded", not over and limited.get("g1", 0) > 0, detail)
 
     spend: dict[str, float] = defaultdict(float)
@@ -273,6 +287,8 @@ def build(
     if over_b:
         detail += "; OVER: " + ", ".join(f"{t} by ${s - budget:.4f}" for t, s in over_b.items())
     rep.check("no budget exceeded", not over_b and bool(budget_hit), detail)
+
+    rep.check("revocation reaches every instance after the restarts", *revoked)
 
     # 4. memory ---------------------------------------------------------------------------------
     rss_lines = ["| process | samples | min MB | max MB | final MB | growth MB | every 10 s (MB) |",
