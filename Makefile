@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test lint format bench bench-peers system-deps
+.PHONY: help install serve test lint format bench bench-peers system-deps soak
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,3 +47,6 @@ bench: $(STAMP) system-deps  ## Benchmark Sluice against the upstream, nginx, an
 
 bench-peers: $(STAMP) system-deps  ## Also install and measure LiteLLM and Portkey (ignored folders)
 	$(BIN)/python -m bench.run --peers
+
+soak: $(STAMP) system-deps  ## 3-minute soak: 3 gateways + nginx + PostgreSQL + Redis, restarts mid-run
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)

@@ -65,10 +65,15 @@ class KeyEvents:
         if self.client is None:
             return
         msg = json.dumps({"op": op, "id": rec.id, "hash": rec.hash})
-        try:
-            await self.client.publish(self.channel, msg)
-        except Exception as exc:  # Redis down must not fail an admin action
-            log.warning("could not publish key %s on Redis: %s", op, type(exc).__name__)
+        # Two tries: after a Redis restart the pooled connection is dead, and the first
+        # command on it fails (the pool then drops it); the event must not be lost with it.
+        for attempt in (1, 2):
+            try:
+                await self.client.publish(self.channel, msg)
+                return
+            except Exception as exc:  # Redis down must not fail an admin action
+                if attempt == 2:
+                    log.warning("could not publish key %s on Redis: %s", op, type(exc).__name__)
 
     async def close(self) -> None:
         """Close the Redis connection."""
