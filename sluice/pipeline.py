@@ -99,6 +99,7 @@ class Pipeline:
         current = asyncio.current_task()
         gw.drain.track(current)  # ended with a 503 / error event at the drain deadline
         watch = DisconnectWatch(current, req.receive, 0.0 if op.stream else WATCH_AFTER_S)
+        upstream_started = 0.0
         try:
             principal = await gw.auth.authenticate(req)
             rec.team, rec.key_id, rec.user, rec.session = (
@@ -125,6 +126,7 @@ class Pipeline:
                 await self._answer(req, op, opened, target, adapter, plan, rec, upstream_started)
         except GatewayError as exc:
             rec.status, rec.error_code = exc.status, exc.code
+            _error_headers(req, rec, upstream_started)
             raise
         except (asyncio.CancelledError, ClientGone):
             gone = watch.gone
@@ -292,3 +294,16 @@ class Pipeline:
             completion_tokens=completion,
             estimated=True,
         )
+
+
+def _error_headers(req: Request, rec: UsageRecord, upstream_started: float) -> None:
+    """SPEC §5: an error answer of a routed request still says who was tried and what the
+    gateway added (time spent in upstream attempts excluded)."""
+    sent = {name for name, _ in req.response_headers}
+    if rec.provider and b"x-sluice-provider" not in sent:
+        req.add_header("x-sluice-provider", rec.provider)
+    if b"x-sluice-overhead-ms" not in sent:
+        now = time.perf_counter()
+        upstream_s = now - upstream_started if upstream_started else 0.0
+        rec.overhead_ms = (now - req.started - upstream_s) * 1000
+        req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")

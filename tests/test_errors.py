@@ -176,6 +176,9 @@ def test_upstream_4xx_kept_and_not_retried(gw: Gateway, fake_openai: FakeOpenAI)
     before = len(fake_openai.requests)
     r = post(gw, {"model": "gpt-x-400", "messages": MSG})
     assert r.status_code == 400
+    # SPEC §5: a routed error answer still names the provider and the gateway's own time.
+    assert r.headers["x-sluice-provider"] == "openai"
+    assert 0 <= float(r.headers["x-sluice-overhead-ms"]) < 1000
     e = err(r)
     assert e["code"] == "EXTERNAL_SERVICE_ERROR" and "Invalid value for 'foo'" in e["message"]
     assert len(fake_openai.requests) == before + 1
@@ -236,6 +239,7 @@ def test_provider_without_credentials_503(gw: Gateway) -> None:
 def test_unknown_model_404(gw: Gateway) -> None:
     r = post(gw, {"model": "llama-nowhere", "messages": MSG})
     assert r.status_code == 404 and err(r)["code"] == "MODEL_NOT_FOUND"
+    assert "x-sluice-provider" not in r.headers and "x-sluice-overhead-ms" in r.headers
 
 
 def test_key_never_in_error_message(gw: Gateway) -> None:
