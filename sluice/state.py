@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -94,8 +94,15 @@ class MemoryState:
             return None
         return slot
 
-    def reserve_now(self, counters: Sequence[Counter], divisor: int = 1) -> Admission:
-        """Synchronous `reserve`; caps are divided by `divisor` (Redis-down fallback)."""
+    def reserve_now(
+        self,
+        counters: Sequence[Counter],
+        divisor: int = 1,
+        floors: Mapping[str, tuple[int, float]] | None = None,
+    ) -> Admission:
+        """Synchronous `reserve`; caps are divided by `divisor` (Redis-down fallback), and a
+        counter first met here starts at its share of `floors` (what the shared counter had
+        reached: value, monotonic expiry), so an outage never re-grants what was spent."""
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
@@ -106,6 +113,8 @@ class MemoryState:
             if slot is not None and slot[1] and slot[1] <= now:
                 del table[key]
                 slot = None
+            if slot is None and floors and key in floors and floors[key][1] > now:
+                slot = table[key] = [floors[key][0] // divisor, floors[key][1]]
             if cap >= 0:
                 if divisor > 1:
                     cap = max(1, cap // divisor)

@@ -24,24 +24,31 @@ from sluice.state import Admission, Counter, MemoryState
 
 log = logging.getLogger("sluice.state")
 
-# KEYS: counters; ARGV: amount, cap, ttl_ms per counter (see state.Counter).
-# Returns {0, i, value, pttl} when counter i would pass its cap (nothing changed), else
+# KEYS: counters; ARGV: amount, cap, ttl_ms, floor, floor_ttl_ms per counter (see
+# state.Counter). A counter that is missing while this instance last saw it at `floor` was
+# lost by Redis (a restart without persistence): it resumes from `floor`, so a restart never
+# hands out a window's or a period's allowance again.
+# Returns {0, i, value, pttl} when counter i would pass its cap (nothing else changed), else
 # {1, value1, pttl1, value2, pttl2, ...} after adding every amount.
 _RESERVE = """
 for i = 1, #KEYS do
-  local cap = tonumber(ARGV[3*i-1])
+  local floor = tonumber(ARGV[5*i-1])
+  if floor > 0 and redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('SET', KEYS[i], floor, 'PX', tonumber(ARGV[5*i]))
+  end
+  local cap = tonumber(ARGV[5*i-3])
   if cap >= 0 then
     local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
-    if cur + tonumber(ARGV[3*i-2]) > cap then
+    if cur + tonumber(ARGV[5*i-4]) > cap then
       return {0, i, cur, redis.call('PTTL', KEYS[i])}
     end
   end
 end
 local out = {1}
 for i = 1, #KEYS do
-  local amount = tonumber(ARGV[3*i-2])
+  local amount = tonumber(ARGV[5*i-4])
   local v = redis.call('INCRBY', KEYS[i], amount)
-  local ttl = tonumber(ARGV[3*i])
+  local ttl = tonumber(ARGV[5*i-2])
   local left = -1
   if ttl < 0 then
     redis.call('PEXPIRE', KEYS[i], -ttl)
@@ -119,6 +126,11 @@ class RedisState:
         self._pending: set[asyncio.Task[None]] = set()
         self._batch: dict[str, int] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        # The last value and expiry (monotonic) this instance saw of each windowed or period
+        # counter: it reseeds counters a Redis restart lost, and starts the Redis-down
+        # fallback from what was already spent instead of from zero.
+        self.seen: dict[str, tuple[int, float]] = {}
+        self._outage: dict[str, int] = {}  # spent on local counters while Redis was down
 
     def _fail(self, exc: BaseException) -> None:
         if not self.down:
@@ -132,20 +144,40 @@ class RedisState:
 
     async def reserve(self, counters: Sequence[Counter]) -> Admission:
         """See `State.reserve`: one EVALSHA, or the local fallback while Redis is down."""
+        now = time.monotonic()
         if not self.down:
             args: list[int] = []
             for c in counters:
-                args += (c.amount, c.cap, c.ttl_ms)
+                floor, until = self.seen.get(c.key, (0, 0.0))
+                left_ms = int((until - now) * 1000)
+                if c.ttl_ms <= 0 or left_ms <= 0:
+                    floor = left_ms = 0
+                args += (c.amount, c.cap, c.ttl_ms, floor, left_ms)
             try:
                 raw = await self._reserve([self.prefix + c.key for c in counters], args)
             except _ERRORS as exc:
                 self._fail(exc)
             else:
                 if raw[0] == 0:
-                    return Admission(False, int(raw[1]) - 1, [int(raw[2])], [int(raw[3])])
+                    failed = int(raw[1]) - 1
+                    self._see(counters[failed], int(raw[2]), int(raw[3]), now)
+                    return Admission(False, failed, [int(raw[2])], [int(raw[3])])
                 vals = [int(v) for v in raw[1:]]
+                for c, v, ttl in zip(counters, vals[0::2], vals[1::2], strict=True):
+                    self._see(c, v, ttl, now)
                 return Admission(True, -1, vals[0::2], vals[1::2])
-        return self.local.reserve_now(counters, max(1, self.instances))
+        got = self.local.reserve_now(counters, max(1, self.instances), self.seen)
+        if got.ok:
+            for c, ttl in zip(counters, got.ttls, strict=True):
+                if c.ttl_ms > 0:
+                    value, until = self.seen.get(c.key, (0, now + ttl / 1000))
+                    self.seen[c.key] = (value + c.amount, until)
+                    self._outage[c.key] = self._outage.get(c.key, 0) + c.amount
+        return got
+
+    def _see(self, c: Counter, value: int, ttl_ms: int, now: float) -> None:
+        if c.ttl_ms > 0 and ttl_ms > 0:
+            self.seen[c.key] = (value, now + ttl_ms / 1000)
 
     def adjust(self, deltas: Sequence[tuple[str, int]], local: bool = False) -> None:
         """See `State.adjust`: local reservations settle locally, others in a background batch."""
@@ -219,6 +251,9 @@ class RedisState:
     async def _background(self) -> None:
         beat_at = 0.0
         while True:
+            now = time.monotonic()
+            for key in [k for k, (_, until) in self.seen.items() if until <= now]:
+                del self.seen[key]  # the window or period is over
             if self.down:
                 try:
                     await self.redis.execute("PING")
@@ -227,6 +262,11 @@ class RedisState:
                 else:
                     self.down = False
                     log.warning("Redis is reachable again: shared limits and cache resumed")
+                    # What was spent locally meanwhile joins the shared counters (a counter
+                    # Redis lost is reseeded from `seen`, which already includes it).
+                    spent, self._outage = self._outage, {}
+                    if spent:
+                        await self._send_adjust(list(spent.items()))
             if not self.down and time.monotonic() >= beat_at:
                 beat_at = time.monotonic() + _HEARTBEAT_S
                 await self._heartbeat()
