@@ -7,6 +7,7 @@ https://docs.anthropic.com/en/api/messages-streaming; no network is involved.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,62 @@ def test_inbound_rejections_name_the_field(body: dict[str, Any], param: str) -> 
         am.parse(orjson.dumps(full))
     assert info.value.code == "VALIDATION_ERROR"
     assert info.value.param == param
+
+
+def test_inbound_tool_result_images_follow_as_user_parts() -> None:
+    """OpenAI's tool messages hold text only: a tool_result's image (Claude Code's Read on a
+    picture) goes in the user message after the tool message; its text stays with the tool."""
+    img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
+    call = {"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "/a.png"}}
+    body = {
+        "model": "gpt-4o",
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "content": [call]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": [img]},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t2",
+                        "is_error": True,
+                        "content": [{"type": "text", "text": "no"}, img],
+                        "cache_control": {"type": "ephemeral"},
+                    },
+                    {"type": "text", "text": "and?"},
+                ],
+            },
+        ],
+    }
+    msgs = am.parse(orjson.dumps(body)).chat.body["messages"][2:]
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}
+    assert msgs == [
+        {
+            "role": "tool",
+            "tool_call_id": "t1",
+            "content": "(the tool's output is attached to the next user message)",
+        },
+        {"role": "tool", "tool_call_id": "t2", "content": "Error: no"},
+        {"role": "user", "content": [part, part, {"type": "text", "text": "and?"}]},
+    ]
+    body["messages"][2]["content"][0]["content"] = [{"type": "video"}]
+    with pytest.raises(GatewayError) as info:
+        am.parse(orjson.dumps(body))
+    assert info.value.param == "messages[2].content[0].content[0].type"
+
+
+def test_inbound_long_user_id_goes_as_a_digest() -> None:
+    """metadata.user_id → `user`, as is up to 64 characters; Claude Code's ~150-character
+    JSON id as its SHA-256 (OpenAI-compatible upstreams cap `user`: OpenRouter at 128)."""
+    base = {"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    short = am.parse(orjson.dumps({**base, "metadata": {"user_id": "u" * 64}}))
+    assert short.chat.body["user"] == "u" * 64
+    long_id = '{"device_id":"' + "a" * 64 + '","account_uuid":"","session_id":"s"}'
+    m = am.parse(orjson.dumps({**base, "metadata": {"user_id": long_id}}))
+    assert m.chat.body["user"] == hashlib.sha256(long_id.encode()).hexdigest()
+    assert orjson.loads(m.chat.raw)["user"] == m.chat.body["user"]
 
 
 @pytest.mark.parametrize("case", cases("inbound_responses.json"))

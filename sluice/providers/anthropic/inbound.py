@@ -8,6 +8,7 @@ metered) for when the target is itself an `anthropic` provider. The upstream dir
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,7 @@ STOP_REASON = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
+_MAX_USER = 64  # the longest `user` sent upstream as is (see _user_id)
 
 
 class _Turn(msgspec.Struct):
@@ -104,6 +106,28 @@ def _document(block: dict[str, Any], where: str) -> dict[str, Any]:
     return {"type": "file", "file": {"file_data": url}}
 
 
+def _tool_result(block: dict[str, Any], where: str) -> tuple[str, list[dict[str, Any]]]:
+    """A tool_result's text, and its images and documents as user-message parts: OpenAI's
+    tool messages hold text only, so those follow in the turn's user message (Claude Code's
+    Read tool answers with an image block when it reads a picture)."""
+    content = block.get("content") or ""
+    texts, media = ([content] if isinstance(content, str) else []), []
+    for j, c in enumerate(content if isinstance(content, list) else ()):
+        kind, here = c.get("type") if isinstance(c, dict) else None, f"{where}.content[{j}]"
+        if kind == "text":
+            texts.append(str(c.get("text", "")))
+        elif kind == "image":
+            media.append(_image(c, here))
+        elif kind == "document":
+            media.append(_document(c, here))
+        else:
+            raise validation(f"{here}.type", "only text, image and document blocks are allowed")
+    text = "\n".join(texts)
+    if media and not text:
+        text = "(the tool's output is attached to the next user message)"
+    return (f"Error: {text}" if block.get("is_error") else text), media
+
+
 def _user(turn: _Turn, where: str) -> list[dict[str, Any]]:
     """One user turn → tool messages (its tool_result blocks) then a user message."""
     if isinstance(turn.content, str):
@@ -119,10 +143,9 @@ def _user(turn: _Turn, where: str) -> list[dict[str, Any]]:
         elif kind == "document":
             parts.append(_document(b, here))
         elif kind == "tool_result":
-            text = _text(b.get("content") or "", f"{here}.content")
-            if b.get("is_error"):
-                text = f"Error: {text}"
+            text, media = _tool_result(b, here)
             tools.append({"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": text})
+            parts.extend(media)
         else:
             raise validation(f"{here}.type", f"block type {kind!r} is not supported here")
     return tools + ([{"role": "user", "content": parts}] if parts else [])
@@ -191,6 +214,15 @@ def _tool_fields(m: _Count) -> dict[str, Any]:
     return out
 
 
+def _user_id(user_id: str) -> str:
+    """metadata.user_id as OpenAI's `user`: Anthropic allows 256 characters, OpenAI-compatible
+    upstreams fewer (OpenRouter 128, others 64), and Claude Code sends a ~150-character JSON
+    object; a longer id goes as its SHA-256 hex digest (64 characters, just as stable)."""
+    if len(user_id) <= _MAX_USER:
+        return user_id
+    return hashlib.sha256(user_id.encode()).hexdigest()
+
+
 def _canonical(m: _Messages) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": m.model,
@@ -204,7 +236,7 @@ def _canonical(m: _Messages) -> dict[str, Any]:
         body["stop"] = m.stop_sequences
     body.update(_tool_fields(m))
     if m.metadata and isinstance(m.metadata.get("user_id"), str):
-        body["user"] = m.metadata["user_id"]
+        body["user"] = _user_id(m.metadata["user_id"])
     if m.stream:
         # usage feeds message_delta, so it is always asked for
         body["stream"] = True
