@@ -79,6 +79,24 @@ end
 return 1
 """
 
+# KEYS: counters an instance spent on locally while Redis was away; ARGV: delta, floor,
+# floor_ttl_ms per counter. A counter that survived gets the delta, but never ends below the
+# instance's last view (which already includes the delta): after a restart another instance
+# may have recreated it from a smaller view. One Redis lost is recreated at that view.
+_RECOVER = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local v = redis.call('INCRBY', KEYS[i], ARGV[3*i-2])
+    if v < tonumber(ARGV[3*i-1]) then
+      redis.call('SET', KEYS[i], ARGV[3*i-1], 'KEEPTTL')
+    end
+  elseif tonumber(ARGV[3*i-1]) > 0 and tonumber(ARGV[3*i]) > 0 then
+    redis.call('SET', KEYS[i], ARGV[3*i-1], 'PX', ARGV[3*i])
+  end
+end
+return 1
+"""
+
 # KEYS: the instances set; ARGV: this instance, now, stale-before. Returns live instances.
 _HEARTBEAT = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -122,6 +140,7 @@ class RedisState:
         self.redis = RespClient(url, timeout_s=0.5)
         self._reserve = Script(self.redis, _RESERVE)
         self._adjust = Script(self.redis, _ADJUST)
+        self._recover = Script(self.redis, _RECOVER)
         self._heartbeat_script = Script(self.redis, _HEARTBEAT)
         self._pending: set[asyncio.Task[None]] = set()
         self._batch: dict[str, int] = {}
@@ -262,15 +281,27 @@ class RedisState:
                 else:
                     self.down = False
                     log.warning("Redis is reachable again: shared limits and cache resumed")
-                    # What was spent locally meanwhile joins the shared counters (a counter
-                    # Redis lost is reseeded from `seen`, which already includes it).
-                    spent, self._outage = self._outage, {}
-                    if spent:
-                        await self._send_adjust(list(spent.items()))
+                    await self._rejoin()
             if not self.down and time.monotonic() >= beat_at:
                 beat_at = time.monotonic() + _HEARTBEAT_S
                 await self._heartbeat()
             await asyncio.sleep(_PROBE_S)
+
+    async def _rejoin(self) -> None:
+        """What was spent locally during the outage joins the shared counters."""
+        spent, self._outage = self._outage, {}
+        now = time.monotonic()
+        keys: list[str] = []
+        args: list[int] = []
+        for key, delta in spent.items():
+            floor, until = self.seen.get(key, (0, now))
+            keys.append(self.prefix + key)
+            args += (delta, floor, max(0, int((until - now) * 1000)))
+        if keys:
+            try:
+                await self._recover(keys, args)
+            except _ERRORS as exc:
+                self._fail(exc)
 
     async def _heartbeat(self) -> None:
         """Count live instances: each refreshes its member; stale members are dropped."""

@@ -69,13 +69,15 @@ def test_redis_down_falls_back_then_recovers(
         assert b.proc.poll() is None and a.proc.poll() is None
         assert a.stderr().count("Redis unreachable") == 1
 
-        # Back, but empty (no persistence): the probe reconnects and counting is shared again,
-        # resuming from what instance a saw (3 shared + 4 local), not from zero: a Redis
-        # restart never hands out the window's allowance a second time.
+        # Back, but empty (no persistence): the probes reconnect and what each instance spent
+        # meanwhile rejoins the shared counter, which resumes from what instance a saw
+        # (3 shared + 4 local) plus b's 1, not from zero: a Redis restart never hands out the
+        # window's allowance a second time. (b's 1 is lost only if b rejoined first, its view
+        # then being the smaller: the count is 8 or 9 once this request is in.)
         server.proc = None
         server.start()
-        _wait(lambda: "reachable again" in a.stderr())
+        _wait(lambda: "reachable again" in a.stderr() and "reachable again" in b.stderr())
         r = _post(a)
         assert r.status_code == 200
-        assert r.headers["x-ratelimit-remaining-requests"] == "2"  # 3 + 4 + this one, of 10
-        assert _window_count(server) == 8
+        assert r.headers["x-ratelimit-remaining-requests"] in ("1", "2")
+        assert _window_count(server) in (8, 9)
