@@ -82,6 +82,17 @@ def embeddings_operation(req: EmbeddingsRequest) -> Operation:
     )
 
 
+@dataclass(slots=True)
+class Served:
+    """The upstream answer being relayed: where it came from and when the attempts began."""
+
+    opened: Opened
+    target: Target
+    adapter: Adapter
+    plan: Plan
+    upstream_started: float  # perf_counter before the first attempt (upstream time excluded)
+
+
 class Pipeline:
     """Runs routed requests against the gateway's parts."""
 
@@ -118,12 +129,13 @@ class Pipeline:
                 return
             upstream_started = time.perf_counter()
             opened, target, adapter = await self._open(req, op, plan, rec)
+            served = Served(opened, target, adapter, plan, upstream_started)
             rec.provider, rec.upstream_model = target.provider, target.model
             req.add_header("x-sluice-provider", target.provider)
             if op.stream and op.chat is not None:
-                await self._stream(req, op, opened, target, adapter, plan, rec, upstream_started)
+                await self._stream(req, op, served, rec)
             else:
-                await self._answer(req, op, opened, target, adapter, plan, rec, upstream_started)
+                await self._answer(req, op, served, rec)
         except GatewayError as exc:
             rec.status, rec.error_code = exc.status, exc.code
             _error_headers(req, rec, upstream_started)
@@ -193,18 +205,10 @@ class Pipeline:
         assert last is not None
         raise last
 
-    async def _answer(
-        self,
-        req: Request,
-        op: Operation,
-        opened: Opened,
-        target: Target,
-        adapter: Adapter,
-        plan: Plan,
-        rec: UsageRecord,
-        upstream_started: float,
-    ) -> None:
+    async def _answer(self, req: Request, op: Operation, served: Served, rec: UsageRecord) -> None:
         """A non-streamed answer: read it, translate it, account it, send it."""
+        opened, target, adapter, plan = served.opened, served.target, served.adapter, served.plan
+        upstream_started = served.upstream_started
         data = await opened.read()
         upstream_s = time.perf_counter() - upstream_started
         body, usage = op.answer(adapter, data, plan.model)
@@ -218,19 +222,11 @@ class Pipeline:
         if op.cache is not None:
             await self.gw.cache.store_answer(op.cache, target.provider, body, usage)
 
-    async def _stream(
-        self,
-        req: Request,
-        op: Operation,
-        opened: Opened,
-        target: Target,
-        adapter: Adapter,
-        plan: Plan,
-        rec: UsageRecord,
-        upstream_started: float,
-    ) -> None:
+    async def _stream(self, req: Request, op: Operation, served: Served, rec: UsageRecord) -> None:
         """Relay a stream event by event; a failure after the first byte ends it with one
         error event and no [DONE] (SPEC §6)."""
+        opened, target, adapter, plan = served.opened, served.target, served.adapter, served.plan
+        upstream_started = served.upstream_started
         chat = op.chat
         assert chat is not None
         meter = StreamMeter()
