@@ -19,10 +19,32 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
+import orjson
+
+from sluice.errors import GatewayError
 
 if TYPE_CHECKING:
     from sluice.config import ProviderConfig
     from sluice.schema import ChatRequest, EmbeddingsRequest
+
+
+def json_object(data: bytes | str) -> dict[str, Any] | None:
+    """`data` parsed as a JSON object, or None when it is not one (bodies read only for usage
+    or an error message, where a malformed one just means "nothing to read")."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def require_object(data: bytes, code: str, what: str) -> dict[str, Any]:
+    """`data` as a JSON object, or a GatewayError(`code`) saying the upstream sent a malformed
+    `what` (a body to translate, or a stream event)."""
+    obj = json_object(data)
+    if obj is None:
+        raise GatewayError(code, f"upstream sent a malformed {what}")
+    return obj
 
 
 class Usage(msgspec.Struct):
@@ -171,11 +193,10 @@ class Adapter:
     # --- errors -------------------------------------------------------------------------
     def error_message(self, data: bytes) -> str:
         """The human message inside an upstream error body (kept per SPEC §5)."""
-        try:
-            obj: Any = msgspec.json.decode(data)
-        except msgspec.DecodeError:
+        obj = json_object(data)
+        if obj is None:
             return data[:300].decode("utf-8", "replace").strip() or "upstream error"
-        if isinstance(obj, dict):
+        if obj:
             err = obj.get("error", obj)
             if isinstance(err, dict) and isinstance(err.get("message"), str):
                 return str(err["message"])

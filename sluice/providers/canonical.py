@@ -21,7 +21,7 @@ import orjson
 
 from sluice import sse
 from sluice.errors import GatewayError, validation
-from sluice.providers.base import Adapter, Usage
+from sluice.providers.base import Adapter, Usage, require_object
 from sluice.schema import ChatRequest, EmbeddingsRequest
 
 
@@ -277,10 +277,4 @@ def unsupported(provider_kind: str, what: str, param: str | None = None) -> Gate
 
 def loads(data: bytes) -> dict[str, Any]:
     """A provider's JSON object body; a 502 when it is not one."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise GatewayError("EXTERNAL_SERVICE_ERROR", "upstream sent invalid JSON") from None
-    if not isinstance(obj, dict):
-        raise GatewayError("EXTERNAL_SERVICE_ERROR", "upstream sent an unexpected body")
-    return obj
+    return require_object(data, "EXTERNAL_SERVICE_ERROR", "JSON body")

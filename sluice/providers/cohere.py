@@ -19,7 +19,14 @@ import orjson
 from sluice import sse
 from sluice.errors import GatewayError
 from sluice.providers import canonical as c
-from sluice.providers.base import Adapter, EnvProvider, StreamMeter, UpstreamCall, Usage
+from sluice.providers.base import (
+    Adapter,
+    EnvProvider,
+    StreamMeter,
+    UpstreamCall,
+    Usage,
+    json_object,
+)
 from sluice.schema import ChatRequest, EmbeddingsRequest
 
 # https://docs.cohere.com/reference/chat#response.body.finish_reason
@@ -195,11 +202,8 @@ class CohereAdapter(Adapter):
         return c.embeddings(list(vectors), model, usage), usage
 
     def native_usage(self, data: bytes) -> Usage | None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(obj, dict):
+        obj = json_object(data)
+        if obj is None:
             return None
         return usage_of(obj.get("usage") or obj.get("meta"))
 

@@ -15,7 +15,14 @@ import orjson
 
 from sluice import sse
 from sluice.providers import canonical as c
-from sluice.providers.base import Adapter, EnvProvider, StreamMeter, UpstreamCall, Usage
+from sluice.providers.base import (
+    Adapter,
+    EnvProvider,
+    StreamMeter,
+    UpstreamCall,
+    Usage,
+    json_object,
+)
 from sluice.schema import ChatRequest, EmbeddingsRequest
 
 # https://ai.google.dev/api/generate-content#FinishReason
@@ -270,11 +277,8 @@ class GeminiAdapter(Adapter):
         return c.embeddings(vectors, model, None), None  # Gemini reports no embedding usage
 
     def native_usage(self, data: bytes) -> Usage | None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        return usage_of(obj.get("usageMetadata")) if isinstance(obj, dict) else None
+        obj = json_object(data)
+        return usage_of(obj.get("usageMetadata")) if obj is not None else None
 
     def native_stream_usage(self, data: bytes, acc: Usage) -> None:
         # Each streamed chunk repeats the running usageMetadata; the last one is the total.

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from sluice.providers import canonical as c
-from sluice.providers.base import Adapter, EnvProvider, UpstreamCall, Usage
+from sluice.providers.base import Adapter, EnvProvider, UpstreamCall, Usage, json_object
 from sluice.providers.openai import usage_from
 from sluice.schema import ChatRequest, EmbeddingsRequest
 
@@ -48,22 +48,16 @@ class JinaAdapter(Adapter):
         return c.embeddings(vectors, model, usage), usage
 
     def native_usage(self, data: bytes) -> Usage | None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(obj, dict) or not isinstance(obj.get("usage"), dict):
+        obj = json_object(data)
+        if obj is None or not isinstance(obj.get("usage"), dict):
             return None
         u = obj["usage"]
         return Usage(prompt_tokens=int(u.get("prompt_tokens") or u.get("total_tokens") or 0))
 
     def error_message(self, data: bytes) -> str:
         """Jina's errors are FastAPI-style `{"detail": ...}`."""
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return super().error_message(data)
-        if isinstance(obj, dict) and isinstance(obj.get("detail"), str):
+        obj = json_object(data)
+        if obj is not None and isinstance(obj.get("detail"), str):
             return str(obj["detail"])
         return super().error_message(data)
 

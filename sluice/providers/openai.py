@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 
 from sluice import sse
-from sluice.providers.base import Adapter, EnvProvider, StreamMeter, UpstreamCall, Usage
+from sluice.providers.base import (
+    Adapter,
+    EnvProvider,
+    StreamMeter,
+    UpstreamCall,
+    Usage,
+    json_object,
+)
 from sluice.schema import ChatRequest, EmbeddingsRequest
 
 
@@ -86,11 +93,8 @@ class OpenAIAdapter(Adapter):
         return UpstreamCall("POST", path, self.headers(api_key), body, chat.stream)
 
     def chat_response(self, data: bytes, model: str) -> tuple[bytes, Usage | None]:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return data, None
-        return data, usage_from(obj.get("usage")) if isinstance(obj, dict) else None
+        obj = json_object(data)
+        return data, usage_from(obj.get("usage")) if obj is not None else None
 
     async def chat_stream(
         self, chunks: AsyncIterator[bytes], chat: ChatRequest, model: str, meter: StreamMeter
@@ -117,11 +121,8 @@ class OpenAIAdapter(Adapter):
         ev = sse.parse_block(block)
         if ev is None:
             return False
-        try:
-            obj = orjson.loads(ev.data)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(obj, dict):
+        obj = json_object(ev.data)
+        if obj is None:
             return False
         for choice in obj.get("choices") or ():
             if isinstance(choice, dict) and choice.get("finish_reason"):
@@ -142,11 +143,8 @@ class OpenAIAdapter(Adapter):
         return self.chat_response(data, model)
 
     def native_usage(self, data: bytes) -> Usage | None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        return usage_from(obj.get("usage")) if isinstance(obj, dict) else None
+        obj = json_object(data)
+        return usage_from(obj.get("usage")) if obj is not None else None
 
     def native_stream_usage(self, data: bytes, acc: Usage) -> None:
         # Usage arrives once, in the last chunk, when the caller asked for include_usage.

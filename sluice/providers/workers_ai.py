@@ -16,7 +16,14 @@ import orjson
 
 from sluice import sse
 from sluice.providers import canonical as c
-from sluice.providers.base import Adapter, EnvProvider, StreamMeter, UpstreamCall, Usage
+from sluice.providers.base import (
+    Adapter,
+    EnvProvider,
+    StreamMeter,
+    UpstreamCall,
+    Usage,
+    json_object,
+)
 from sluice.providers.openai import usage_from
 from sluice.schema import ChatRequest, EmbeddingsRequest
 
@@ -179,11 +186,8 @@ class WorkersAIAdapter(Adapter):
         return "/workers-ai/" + path[len(prefix) :]
 
     def native_usage(self, data: bytes) -> Usage | None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(obj, dict):
+        obj = json_object(data)
+        if obj is None:
             return None
         result = obj.get("result")
         return usage_from((result if isinstance(result, dict) else obj).get("usage"))
@@ -199,11 +203,8 @@ class WorkersAIAdapter(Adapter):
 
     def error_message(self, data: bytes) -> str:
         """The v4 envelope's `errors[0].message` (https://developers.cloudflare.com/fundamentals/api/)."""
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return super().error_message(data)
-        errs = obj.get("errors") if isinstance(obj, dict) else None
+        obj = json_object(data)
+        errs = obj.get("errors") if obj is not None else None
         if isinstance(errs, list) and errs and isinstance(errs[0], dict):
             return str(errs[0].get("message") or "upstream error")
         return super().error_message(data)

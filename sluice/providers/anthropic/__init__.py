@@ -24,7 +24,14 @@ from sluice.providers.anthropic.response import (
     fold_delta_usage,
     usage_from,
 )
-from sluice.providers.base import Adapter, EnvProvider, StreamMeter, UpstreamCall, Usage
+from sluice.providers.base import (
+    Adapter,
+    EnvProvider,
+    StreamMeter,
+    UpstreamCall,
+    Usage,
+    json_object,
+)
 from sluice.schema import ChatRequest
 
 API_VERSION = "2023-06-01"  # https://docs.anthropic.com/en/api/versioning
@@ -89,22 +96,16 @@ class AnthropicAdapter(Adapter):
 
     # --- native pass-through hooks ------------------------------------------------------
     def native_usage(self, data: bytes) -> Usage | None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        return usage_from(obj.get("usage")) if isinstance(obj, dict) else None
+        obj = json_object(data)
+        return usage_from(obj.get("usage")) if obj is not None else None
 
     def native_stream_usage(self, data: bytes, acc: Usage) -> None:
         # message_start carries input (and cache) tokens; message_delta the cumulative output.
         # https://docs.anthropic.com/en/api/messages-streaming#event-types
         if b'"usage"' not in data:
             return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(obj, dict):
+        obj = json_object(data)
+        if obj is None:
             return
         if obj.get("type") == "message_start":
             u = usage_from((obj.get("message") or {}).get("usage"))
@@ -119,10 +120,7 @@ class AnthropicAdapter(Adapter):
 
         https://docs.anthropic.com/en/api/errors#error-shapes
         """
-        try:
-            err = orjson.loads(data).get("error")
-        except (orjson.JSONDecodeError, AttributeError):
-            err = None
+        err = (json_object(data) or {}).get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):
             return str(err["message"])
         return super().error_message(data)

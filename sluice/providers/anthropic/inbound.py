@@ -19,7 +19,7 @@ from msgspec import Meta
 from sluice import schema, sse
 from sluice.errors import GatewayError, validation
 from sluice.providers.anthropic.response import stream_error
-from sluice.providers.base import Adapter, StreamMeter, Usage
+from sluice.providers.base import Adapter, StreamMeter, Usage, require_object
 from sluice.providers.openai import usage_from as openai_usage_from
 from sluice.schema import ChatRequest
 
@@ -395,12 +395,7 @@ async def messages_stream(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 def _chunk_obj(data: bytes) -> dict[str, Any]:
     """One canonical chunk; an in-stream OpenAI error object ends the stream as an error."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise GatewayError("NETWORK_ERROR", "upstream sent a malformed stream chunk") from None
-    if not isinstance(obj, dict):
-        raise GatewayError("NETWORK_ERROR", "upstream sent a malformed stream chunk")
+    obj = require_object(data, "NETWORK_ERROR", "stream chunk")
     err = obj.get("error")
     if err is not None:
         msg = err.get("message") if isinstance(err, dict) else err

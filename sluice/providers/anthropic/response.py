@@ -13,7 +13,7 @@ import orjson
 
 from sluice import sse
 from sluice.errors import GatewayError
-from sluice.providers.base import StreamMeter, Usage
+from sluice.providers.base import StreamMeter, Usage, json_object, require_object
 from sluice.schema import ChatRequest
 
 # https://docs.anthropic.com/en/api/messages#response-stop-reason
@@ -113,10 +113,7 @@ def completion_from(obj: dict[str, Any], model: str) -> tuple[dict[str, Any], Us
 
 def stream_error(data: bytes) -> GatewayError:
     """An `error` event mid-stream → the GatewayError that ends the client's stream."""
-    try:
-        err = orjson.loads(data).get("error") or {}
-    except (orjson.JSONDecodeError, AttributeError):
-        err = {}
+    err = (json_object(data) or {}).get("error") or {}
     status = _ERROR_STATUS.get(str(err.get("type")), 502)
     message = str(err.get("message") or "upstream stream error")
     return GatewayError("EXTERNAL_SERVICE_ERROR", message, status=status)
@@ -164,13 +161,7 @@ async def chunks_from(
 
 
 def _event(data: bytes) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise GatewayError("NETWORK_ERROR", "upstream sent a malformed stream event") from None
-    if not isinstance(obj, dict):
-        raise GatewayError("NETWORK_ERROR", "upstream sent a malformed stream event")
-    return obj
+    return require_object(data, "NETWORK_ERROR", "stream event")
 
 
 def _chunk_prefix(msg: dict[str, Any], model: str) -> bytes:
