@@ -113,12 +113,7 @@ class Pipeline:
         upstream_started = 0.0
         try:
             principal = await gw.auth.authenticate(req)
-            rec.team, rec.key_id, rec.user, rec.session = (
-                principal.team,
-                principal.key_id,
-                principal.user,
-                principal.session,
-            )
+            rec.set_caller(principal)
             plan = gw.router.plan(op.model, op.provider)
             rec.model = plan.model
             principal.check_model(plan.model)

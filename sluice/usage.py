@@ -15,12 +15,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from sluice.config import Price, Settings
 from sluice.providers.base import Usage
+
+if TYPE_CHECKING:
+    from sluice.auth import Principal
 
 
 @dataclass(slots=True)
@@ -53,6 +56,11 @@ class UsageRecord:
     attempts: int = 0
     stream: bool = False
     content: bytes | None = None  # the request body, kept only with logging.store_content
+
+    def set_caller(self, principal: Principal) -> None:
+        """Who made the request: team, key id (never the key), user, session."""
+        self.team, self.key_id = principal.team, principal.key_id
+        self.user, self.session = principal.user, principal.session
 
     def set_usage(self, usage: Usage, price: Price | None) -> None:
         """Tokens and cost; cost stays None when the price is unknown (never $0)."""

@@ -108,12 +108,7 @@ async def external(gw: Gateway, req: Request) -> None:
     rec = new_record(req.request_id, req.method, req.path)
     try:
         principal = await gw.auth.authenticate(req)
-        rec.team, rec.key_id, rec.user, rec.session = (
-            principal.team,
-            principal.key_id,
-            principal.user,
-            principal.session,
-        )
+        rec.set_caller(principal)
         if not gw.settings.auth.byok:
             raise GatewayError("FORBIDDEN", "bring-your-own-key is disabled on this gateway")
         name, svc, key, payload = _parse(await req.body(gw.settings.server.max_request_bytes))

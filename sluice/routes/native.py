@@ -137,12 +137,7 @@ async def _prepare(
 ) -> tuple[UpstreamCall, str, Principal]:
     """Authenticate, check the model, pick the key: the upstream call, that key, the caller."""
     principal = await gw.auth.authenticate(req)
-    rec.team, rec.key_id, rec.user, rec.session = (
-        principal.team,
-        principal.key_id,
-        principal.user,
-        principal.session,
-    )
+    rec.set_caller(principal)
     model = model_of(adapter, rest, body)
     rec.model = rec.upstream_model = model
     if model:
