@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.openai_fake import FakeOpenAI, _prompt_tokens, _usage
+from tests.fakes.openai_tools_fake import answer
 
 
 class FakeOpenAIAgent(FakeOpenAI):
@@ -43,34 +44,4 @@ class FakeOpenAIAgent(FakeOpenAI):
         if msg is None:
             return await super().chat(request)
         await self.record(request)
-        finish = "tool_calls" if msg.get("tool_calls") else "stop"
-        usage = _usage(_prompt_tokens(body), 9)
-        base = {"id": "chatcmpl-agent1", "created": 1, "model": body["model"]}
-        if not body.get("stream"):
-            choice = {"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}
-            obj = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
-            return web.Response(body=orjson.dumps(obj), content_type="application/json")
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        base["object"] = "chat.completion.chunk"
-
-        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            await resp.write(b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n")
-
-        await send({"role": "assistant", "content": None})
-        for i, call in enumerate(msg.get("tool_calls") or ()):
-            args = call["function"]["arguments"]
-            head = {**call, "index": i, "function": {**call["function"], "arguments": ""}}
-            await send({"tool_calls": [head]})
-            for frag in (args[: len(args) // 2], args[len(args) // 2 :]):
-                await send({"tool_calls": [{"index": i, "function": {"arguments": frag}}]})
-        if msg.get("content"):
-            await send({"content": msg["content"]})
-        await send({}, finish)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            tail = {**base, "choices": [], "usage": usage}
-            await resp.write(b"data: " + orjson.dumps(tail) + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+        return await answer(request, body, msg, _usage(_prompt_tokens(body), 9), "chatcmpl-agent1")

@@ -44,32 +44,43 @@ class FakeOpenAIWithTools(FakeOpenAI):
         if not calls:
             return await super().chat(request)
         await self.record(request)
+        msg = {"role": "assistant", "content": None, "tool_calls": calls}
         usage = _usage(_prompt_tokens(body), 7 * len(calls))
-        base = {"id": "chatcmpl-tools1", "created": 1, "model": body["model"]}
-        if not body.get("stream"):
-            msg = {"role": "assistant", "content": None, "tool_calls": calls}
-            choice = {"index": 0, "message": msg, "logprobs": None, "finish_reason": "tool_calls"}
-            obj = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
-            return web.Response(body=orjson.dumps(obj), content_type="application/json")
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        base["object"] = "chat.completion.chunk"
+        return await answer(request, body, msg, usage, "chatcmpl-tools1")
 
-        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            await resp.write(b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n")
 
-        await send({"role": "assistant", "content": None})
-        for i, call in enumerate(calls):
-            head = {**call, "index": i, "function": {**call["function"], "arguments": ""}}
-            await send({"tool_calls": [head]})
-            args = call["function"]["arguments"]
-            for frag in (args[: len(args) // 2], args[len(args) // 2 :]):
-                await send({"tool_calls": [{"index": i, "function": {"arguments": frag}}]})
-        await send({}, "tool_calls")
-        if (body.get("stream_options") or {}).get("include_usage"):
-            tail = {**base, "choices": [], "usage": usage}
-            await resp.write(b"data: " + orjson.dumps(tail) + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+async def answer(
+    request: web.Request, body: dict[str, Any], msg: dict[str, Any], usage: Any, cid: str
+) -> web.StreamResponse:
+    """An assistant message (tool calls and/or text) in OpenAI's format, streamed when asked:
+    each call's arguments arrive as two fragments under the call's `index`."""
+    finish = "tool_calls" if msg.get("tool_calls") else "stop"
+    base = {"id": cid, "created": 1, "model": body["model"]}
+    if not body.get("stream"):
+        choice = {"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}
+        obj = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+        return web.Response(body=orjson.dumps(obj), content_type="application/json")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    base["object"] = "chat.completion.chunk"
+
+    async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        await resp.write(b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n")
+
+    await send({"role": "assistant", "content": None})
+    for i, call in enumerate(msg.get("tool_calls") or ()):
+        head = {**call, "index": i, "function": {**call["function"], "arguments": ""}}
+        await send({"tool_calls": [head]})
+        args = call["function"]["arguments"]
+        for frag in (args[: len(args) // 2], args[len(args) // 2 :]):
+            await send({"tool_calls": [{"index": i, "function": {"arguments": frag}}]})
+    if msg.get("content"):
+        await send({"content": msg["content"]})
+    await send({}, finish)
+    if (body.get("stream_options") or {}).get("include_usage"):
+        tail = {**base, "choices": [], "usage": usage}
+        await resp.write(b"data: " + orjson.dumps(tail) + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
