@@ -66,20 +66,23 @@ def request() -> Request:
     return Request(scope, receive, send)
 
 
-async def admission(s: config.Settings, n: int, await_settle: bool) -> list[float]:
-    """Per-request µs of admit + settle (and, for Redis, the settle's round trip)."""
+async def _setup(s: config.Settings) -> tuple[Any, Traffic, Any, bytes, Principal]:
+    """The state backend (started), admission, a plan, a request body and a caller."""
     st = state.build(s.redis.url, s.redis.prefix, 1, 1000)
     await st.start()
-    traffic = Traffic(s, st, Prices(s))
+    body = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hello " * 40}],
+    }
     plan = Router(s, {"openai"}).plan("gpt-4o-mini")
-    raw = orjson.dumps(
-        {
-            "model": "gpt-4o-mini",
-            "max_tokens": 64,
-            "messages": [{"role": "user", "content": "hello " * 40}],
-        }
-    )
     principal = Principal("key", team="team-1", key_id="key-1")
+    return st, Traffic(s, st, Prices(s)), plan, orjson.dumps(body), principal
+
+
+async def admission(s: config.Settings, n: int, await_settle: bool) -> list[float]:
+    """Per-request µs of admit + settle (and, for Redis, the settle's round trip)."""
+    st, traffic, plan, raw, principal = await _setup(s)
     times = []
     for _ in range(n):
         req, op = request(), chat_operation(schema.parse_chat(raw))
@@ -99,18 +102,7 @@ async def admission(s: config.Settings, n: int, await_settle: bool) -> list[floa
 
 async def admission_concurrent(s: config.Settings, n: int, width: int = 100) -> list[float]:
     """Wall µs per request when `width` requests are admitted and settled at once."""
-    st = state.build(s.redis.url, s.redis.prefix, 1, 1000)
-    await st.start()
-    traffic = Traffic(s, st, Prices(s))
-    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
-    raw = orjson.dumps(
-        {
-            "model": "gpt-4o-mini",
-            "max_tokens": 64,
-            "messages": [{"role": "user", "content": "hello " * 40}],
-        }
-    )
-    principal = Principal("key", team="team-1", key_id="key-1")
+    st, traffic, plan, raw, principal = await _setup(s)
 
     async def one() -> None:
         rec = new_record("r", "POST", "/v1/chat/completions")
