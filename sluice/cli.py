@@ -37,6 +37,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     import uvicorn
 
     from sluice.drain import BACKSTOP_S, run_workers
+    from sluice.server import SluiceHttpProtocol
 
     settings = _load(config_path)
     if config_path:
@@ -61,7 +62,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         port=port or settings.server.port,
         workers=workers if workers > 1 else None,
         loop="uvloop",
-        http="httptools",
+        http=SluiceHttpProtocol,  # httptools, the response head joined to its body
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # no proxy header is trusted (Request.client_ip); saves a wrapper
