@@ -155,16 +155,16 @@ async def cache_hit(s: config.Settings, n: int, stream: bool) -> list[float]:
         }
     )
     op = chat_operation(schema.parse_chat(raw))
-    slot = await cache.lookup(request(), principal, plan, op)
+    slot = cache.open_slot(request(), principal, plan, op)
     assert slot is not None
-    await cache.store_answer(slot, "openai", body, None)
+    cache.store_answer(slot, "openai", body, None)
     times = []
     for _ in range(n):
         req, op = request(), chat_operation(schema.parse_chat(raw))
         rec = new_record("r", "POST", "/v1/chat/completions")
         t = time.perf_counter()
-        slot = await cache.lookup(req, principal, plan, op)
-        assert slot is not None and slot.hit is not None
+        slot = cache.open_slot(req, principal, plan, op)
+        assert slot is not None and await cache.lookup(req, slot) is not None
         await cache.replay(req, slot, op, rec)
         times.append((time.perf_counter() - t) * 1e6)
     await st.close()

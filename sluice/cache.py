@@ -14,6 +14,7 @@ storing; `X-Sluice-Cache-TTL: S` stores with a TTL shorter than the configured o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -189,6 +190,7 @@ class CacheSlot:
     store: bool
     hit: Entry | None = None
     collector: StreamCollector | None = None
+    fetch: asyncio.Future[bytes | None] | None = None  # the stored answer, on its way
 
 
 def tenant(principal: Principal) -> str:
@@ -212,10 +214,11 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
 
-    async def lookup(
+    def open_slot(
         self, req: Request, principal: Principal, plan: Plan, op: Operation
     ) -> CacheSlot | None:
-        """The request's slot with its hit (None: not cacheable); sets X-Sluice-Cache MISS."""
+        """The request's slot (None: not cacheable), its stored answer already asked for:
+        with Redis the GET leaves with the request's reservation, one round trip for both."""
         # Only OpenAI-shaped answers are stored (chat and embeddings operations set `body`);
         # routes with their own wire format (a `relay`, e.g. /v1/messages) are not cached.
         body = op.body
@@ -236,12 +239,18 @@ class ResponseCache:
         if op.stream and slot.store:
             slot.collector = StreamCollector()
         if not no_store and "no-cache" not in control:
-            blob = await self.state.get_blob(slot.key)
+            slot.fetch = self.state.get_blob_soon(slot.key)
+        return slot
+
+    async def lookup(self, req: Request, slot: CacheSlot) -> Entry | None:
+        """The slot's stored answer, if any; sets X-Sluice-Cache: MISS when there is none."""
+        if slot.fetch is not None:
+            blob = await slot.fetch
             slot.hit = Entry.load(blob) if blob is not None else None
         if slot.hit is None:
             self.misses += 1
             req.add_header("x-sluice-cache", "MISS")
-        return slot
+        return slot.hit
 
     def _ttl(self, req: Request) -> float:
         raw = req.headers.get("x-sluice-cache-ttl")
@@ -273,20 +282,20 @@ class ResponseCache:
         else:
             await req.respond(200, entry.body)
 
-    async def store_answer(
+    def store_answer(
         self, slot: CacheSlot, provider: str, body: bytes, usage: Usage | None
     ) -> None:
-        """Store a successful non-streamed answer."""
+        """Store a successful non-streamed answer (sent now, not waited for)."""
         if slot.store:
             u = usage or Usage()
             entry = Entry(provider, u.prompt_tokens, u.completion_tokens, body)
-            await self.state.set_blob(slot.key, entry.dump(), slot.ttl_s)
+            self.state.set_blob(slot.key, entry.dump(), slot.ttl_s)
 
-    async def store_stream(self, slot: CacheSlot, provider: str, meter: StreamMeter) -> None:
+    def store_stream(self, slot: CacheSlot, provider: str, meter: StreamMeter) -> None:
         """Store a stream that finished normally, in its non-streamed form."""
         c = slot.collector
         if c is None or c.broken or not meter.done or not c.choices:
             return
         u = meter.usage or Usage()
         entry = Entry(provider, u.prompt_tokens, u.completion_tokens, c.completion(meter.usage))
-        await self.state.set_blob(slot.key, entry.dump(), slot.ttl_s)
+        self.state.set_blob(slot.key, entry.dump(), slot.ttl_s)

@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 _KINDS = ("rpm", "tpm", "concurrent")
 _KEY_SCOPES = ("key", "team", "global")  # rules an admin's view of one key shows
+_HEADER_NAMES = {
+    kind: tuple(f"x-ratelimit-{part}-{suffix}".encode() for part in ("limit", "remaining", "reset"))
+    for kind, suffix in (("rpm", "requests"), ("tpm", "tokens"))
+}
+_PLANS_MAX = 4096  # callers x models x minutes remembered; cleared when full
 
 
 class LimitCheck(NamedTuple):
@@ -118,20 +123,24 @@ class Ticket:
     price: Price | None
     reserved_out: int
 
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits."""
-        out: dict[str, str] = {}
-        for kind, suffix in (("rpm", "requests"), ("tpm", "tokens")):
-            best: tuple[int, int, int] | None = None
-            for i, c in enumerate(self.limits):
-                if c.kind == kind:
-                    left = max(0, c.cap - self.admission.values[i])
-                    if best is None or left < best[1]:
-                        best = (c.cap, left, self.admission.ttls[i])
-            if best is not None:
-                out[f"x-ratelimit-limit-{suffix}"] = str(best[0])
-                out[f"x-ratelimit-remaining-{suffix}"] = str(best[1])
-                out[f"x-ratelimit-reset-{suffix}"] = duration(best[2])
+        best: dict[str, tuple[int, int, int]] = {}
+        adm = self.admission
+        for c, value, ttl in zip(self.limits, adm.values, adm.ttls, strict=False):
+            if c.kind != "concurrent":
+                left = max(0, c.cap - value)
+                seen = best.get(c.kind)
+                if seen is None or left < seen[1]:
+                    best[c.kind] = (c.cap, left, ttl)
+        out: list[tuple[bytes, bytes]] = []
+        for kind, (cap, left, ttl) in best.items():
+            limit, remaining, reset = _HEADER_NAMES[kind]
+            out += (
+                (limit, b"%d" % cap),
+                (remaining, b"%d" % left),
+                (reset, duration(ttl).encode()),
+            )
         return out
 
     async def check_stream(self, meter: StreamMeter) -> None:
@@ -223,10 +232,41 @@ class Traffic:
             (b.scope, b.usd, b.period) for b in settings.budgets
         ]
         self.inflight_ttl_ms = int((settings.server.upstream_timeout_s + 60) * 1000)
+        self._by_ip = any(scope == "ip" for scope, _, _ in self.limit_rules)
+        # Which counters a caller's request lands on, per caller, model and minute: the
+        # rules are resolved once, not on every request.
+        self._plans: dict[tuple[Any, ...], list[tuple[str, str, int, str]]] = {}
 
     def _limits(
         self, req: Request | None, principal: Principal, model: str, tokens: int
     ) -> list[LimitCheck]:
+        now_ms = int(time.time() * 1000)
+        window, ttl = divmod(now_ms, 60_000)
+        ttl = 60_000 - ttl
+        own = principal.limits
+        ip = req.client_ip if req is not None and self._by_ip else None
+        ck = (
+            *(principal.key_id, principal.team, principal.user, principal.session, ip),
+            *(model, window, own.get("rpm"), own.get("tpm"), own.get("concurrent")),
+        )
+        plan = self._plans.get(ck)
+        if plan is None:
+            if len(self._plans) >= _PLANS_MAX:
+                self._plans.clear()
+            plan = self._plans[ck] = self._resolve(req, principal, model, window)
+        out = []
+        for kind, scope, cap, key in plan:
+            if kind == "concurrent":
+                counter = Counter(key, 1, cap, -self.inflight_ttl_ms)
+            else:
+                counter = Counter(key, 1 if kind == "rpm" else tokens, cap, ttl)
+            out.append(LimitCheck(kind, scope, cap, counter))
+        return out
+
+    def _resolve(
+        self, req: Request | None, principal: Principal, model: str, window: int
+    ) -> list[tuple[str, str, int, str]]:
+        """(kind, scope, cap, counter key) of every limit a request lands on."""
         caps: dict[tuple[str, str, str], int] = {}
         for scope, kind, cap in self.limit_rules:
             ident = identity(scope, principal, req, model)
@@ -240,18 +280,17 @@ class Traffic:
                 if isinstance(own_cap, int | float):
                     k = (kind, *own)
                     caps[k] = min(int(own_cap), caps.get(k, int(own_cap)))
-        now_ms = int(time.time() * 1000)
-        window, ttl = divmod(now_ms, 60_000)
-        ttl = 60_000 - ttl
-        out = []
-        for (kind, scope, ident), cap in caps.items():
-            if kind == "concurrent":
-                counter = Counter(f"c:{scope}:{ident}", 1, cap, -self.inflight_ttl_ms)
-            else:
-                amount = 1 if kind == "rpm" else tokens
-                counter = Counter(f"{kind[0]}:{scope}:{ident}:{window}", amount, cap, ttl)
-            out.append(LimitCheck(kind, scope, cap, counter))
-        return out
+        return [
+            (
+                kind,
+                scope,
+                cap,
+                f"c:{scope}:{ident}"
+                if kind == "concurrent"
+                else f"{kind[0]}:{scope}:{ident}:{window}",
+            )
+            for (kind, scope, ident), cap in caps.items()
+        ]
 
     def _budget_rules(
         self, req: Request | None, principal: Principal
@@ -328,7 +367,7 @@ class Traffic:
                 raise limit_error(limits[adm.failed], adm.values[0], adm.ttls[0])
             raise budget_error(checks[adm.failed - len(limits)], adm.values[0])
         ticket = Ticket(self.state, limits, checks, adm, tokens, nano, price, out)
-        req.response_headers += [(k.encode(), v.encode()) for k, v in ticket.headers().items()]
+        req.response_headers += ticket.headers()
         return ticket
 
     async def describe(self, req: Request, principal: Principal, plan: Plan) -> dict[str, Any]:

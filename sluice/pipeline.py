@@ -117,11 +117,13 @@ class Pipeline:
             plan = gw.router.plan(op.model, op.provider)
             rec.model = plan.model
             principal.check_model(plan.model)
+            slot = gw.cache.open_slot(req, principal, plan, op)  # its lookup leaves now
             op.ticket = await gw.traffic.admit(req, principal, plan, op)
-            op.cache = await gw.cache.lookup(req, principal, plan, op)
-            if op.cache is not None and op.cache.hit is not None:
-                await gw.cache.replay(req, op.cache, op, rec)
-                return
+            if slot is not None:
+                op.cache = slot
+                if await gw.cache.lookup(req, slot) is not None:
+                    await gw.cache.replay(req, slot, op, rec)
+                    return
             upstream_started = time.perf_counter()
             opened, target, adapter = await self._open(req, op, plan, rec)
             served = Served(opened, target, adapter, plan, upstream_started)
@@ -215,7 +217,7 @@ class Pipeline:
         req.add_header("x-sluice-overhead-ms", f"{rec.overhead_ms:.3f}")
         await req.respond(200, body)
         if op.cache is not None:
-            await self.gw.cache.store_answer(op.cache, target.provider, body, usage)
+            self.gw.cache.store_answer(op.cache, target.provider, body, usage)
 
     async def _stream(self, req: Request, op: Operation, served: Served, rec: UsageRecord) -> None:
         """Relay a stream event by event; a failure after the first byte ends it with one
@@ -251,7 +253,7 @@ class Pipeline:
                 raise GatewayError("NETWORK_ERROR", "upstream stream ended before it finished")
             await req.end()
             if op.cache is not None:
-                await self.gw.cache.store_stream(op.cache, target.provider, meter)
+                self.gw.cache.store_stream(op.cache, target.provider, meter)
         except GatewayError as exc:
             await self._end_stream(req, rec, op, exc)
         except asyncio.CancelledError:

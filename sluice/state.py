@@ -9,6 +9,7 @@ instances share one set of counters.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -65,8 +66,13 @@ class State(Protocol):
         """A stored blob, None when absent, expired or unreachable."""
         ...
 
-    async def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
-        """Store a blob for `ttl_s` seconds (best effort)."""
+    def get_blob_soon(self, key: str) -> asyncio.Future[bytes | None]:
+        """`get_blob` started now, awaited later: the lookup travels with the next call."""
+        ...
+
+    def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Store a blob for `ttl_s` seconds (best effort, without waiting; a later
+        `get_blob` of this instance sees it)."""
         ...
 
     async def start(self) -> None:
@@ -155,6 +161,9 @@ class MemoryState:
 
     async def get_blob(self, key: str) -> bytes | None:
         """See `State.get_blob`."""
+        return self._get_blob(key)
+
+    def _get_blob(self, key: str) -> bytes | None:
         hit = self._blobs.get(key)
         if hit is None:
             return None
@@ -164,7 +173,13 @@ class MemoryState:
         self._blobs.move_to_end(key)
         return hit[0]
 
-    async def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
+    def get_blob_soon(self, key: str) -> asyncio.Future[bytes | None]:
+        """See `State.get_blob_soon` (here the answer is already known)."""
+        blob: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        blob.set_result(self._get_blob(key))
+        return blob
+
+    def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
         """See `State.set_blob`; the least recently used blob goes when full."""
         self._blobs[key] = (value, time.monotonic() + ttl_s)
         self._blobs.move_to_end(key)

@@ -16,7 +16,8 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from sluice.resp import RespClient, RespError
@@ -126,6 +127,11 @@ class Script:
                 raise
             return await self.client.execute("EVAL", self.source, len(keys), *keys, *args)
 
+    def submit(self, keys: Sequence[str], args: Sequence[Any], source: bool = False) -> Any:
+        """Send the script now; nobody waits for its reply (see RespClient.submit)."""
+        cmd = ("EVAL", self.source) if source else ("EVALSHA", self.sha)
+        return self.client.submit(*cmd, len(keys), *keys, *args, awaited=False)
+
 
 class RedisState:
     """Counters and blobs in Redis under `prefix`, with a per-instance fallback."""
@@ -142,7 +148,7 @@ class RedisState:
         self._adjust = Script(self.redis, _ADJUST)
         self._recover = Script(self.redis, _RECOVER)
         self._heartbeat_script = Script(self.redis, _HEARTBEAT)
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()  # replies nobody waits for
         self._batch: dict[str, int] = {}
         self._loop_task: asyncio.Task[None] | None = None
         # The last value and expiry (monotonic) this instance saw of each windowed or period
@@ -216,16 +222,32 @@ class RedisState:
     def _flush(self) -> None:
         batch, self._batch = self._batch, {}
         deltas = [(k, d) for k, d in batch.items() if d]
-        if deltas:
-            task = asyncio.ensure_future(self._send_adjust(deltas))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        if deltas and not self.down:
+            keys, args = [self.prefix + k for k, _ in deltas], [d for _, d in deltas]
+            self._unwaited(
+                self._adjust.submit(keys, args), partial(self._adjust.submit, keys, args, True)
+            )
 
-    async def _send_adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
-        try:
-            await self._adjust([self.prefix + k for k, _ in deltas], [d for _, d in deltas])
-        except _ERRORS as exc:
-            self._fail(exc)
+    def _unwaited(self, fut: asyncio.Future[Any], resend: Callable[[], Any] | None = None) -> None:
+        """Watch a reply nobody waits for (a settlement, a cache store): a failure switches
+        to the fallback; NOSCRIPT (Redis restarted) sends the script's source once."""
+        self._pending.add(fut)
+        fut.add_done_callback(partial(self._replied, resend))
+
+    def _replied(self, resend: Callable[[], Any] | None, fut: asyncio.Future[Any]) -> None:
+        self._pending.discard(fut)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        reply = fut.result() if exc is None else exc
+        if (
+            isinstance(reply, RespError)
+            and resend is not None
+            and str(reply).startswith("NOSCRIPT")
+        ):
+            self._unwaited(resend())
+        elif isinstance(reply, _ERRORS):
+            self._fail(reply)
 
     async def peek(self, keys: Sequence[str]) -> list[tuple[int, int]]:
         """See `State.peek`."""
@@ -244,24 +266,36 @@ class RedisState:
 
     async def get_blob(self, key: str) -> bytes | None:
         """See `State.get_blob`; a miss while Redis is down."""
-        if self.down:
-            return None
-        try:
-            value: bytes | None = await self.redis.execute("GET", self.prefix + key)
-        except _ERRORS as exc:
-            self._fail(exc)
-            return None
-        return value
+        return await self.get_blob_soon(key)
 
-    async def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
-        """See `State.set_blob`."""
+    def get_blob_soon(self, key: str) -> asyncio.Future[bytes | None]:
+        """See `State.get_blob_soon`: the GET is written now, so it shares the round trip of
+        whatever is sent next (the request's reservation)."""
+        blob: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         if self.down:
-            return
-        try:
+            blob.set_result(None)
+            return blob
+        self.redis.submit("GET", self.prefix + key).add_done_callback(
+            partial(self._blob_replied, blob)
+        )
+        return blob
+
+    def _blob_replied(self, blob: asyncio.Future[bytes | None], fut: asyncio.Future[Any]) -> None:
+        reply = fut.exception() if not fut.cancelled() else None
+        if reply is None and not fut.cancelled():
+            reply = fut.result()
+        if isinstance(reply, _ERRORS):
+            self._fail(reply)
+        if not blob.done():
+            blob.set_result(reply if isinstance(reply, bytes) else None)
+
+    def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
+        """See `State.set_blob`: written now, its reply watched, not waited for."""
+        if not self.down:
             ttl_ms = max(1, int(ttl_s * 1000))
-            await self.redis.execute("SET", self.prefix + key, value, "PX", ttl_ms)
-        except _ERRORS as exc:
-            self._fail(exc)
+            self._unwaited(
+                self.redis.submit("SET", self.prefix + key, value, "PX", ttl_ms, awaited=False)
+            )
 
     async def start(self) -> None:
         """Start the heartbeat / reconnect loop."""

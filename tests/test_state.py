@@ -68,7 +68,7 @@ async def test_parallel_reservations_admit_exactly_k(backend: State, n: int, k: 
 
 
 async def test_blobs(backend: State) -> None:
-    await backend.set_blob("blob", b"\x00payload\n", 0.2)
+    backend.set_blob("blob", b"\x00payload\n", 0.2)
     assert await backend.get_blob("blob") == b"\x00payload\n"
     await asyncio.sleep(0.3)
     assert await backend.get_blob("blob") is None
@@ -79,7 +79,7 @@ def test_memory_blobs_are_bounded() -> None:
 
     async def run() -> list[bytes | None]:
         for i in range(5):
-            await st.set_blob(f"k{i}", b"v", 60)
+            st.set_blob(f"k{i}", b"v", 60)
         return [await st.get_blob(f"k{i}") for i in range(5)]
 
     assert asyncio.run(run()) == [None, None, b"v", b"v", b"v"]
@@ -128,6 +128,26 @@ async def test_resp_client_reconnects(tmp_path: Path) -> None:
         with pytest.raises(ConnectionError):
             await client.execute("PING")
         assert await client.execute("PING") == "PONG"
+        await client.close()
+
+
+async def test_resp_client_unawaited_replies_wait_for_the_next_call(tmp_path: Path) -> None:
+    """Replies nobody awaits sit in the socket (reading paused) until an awaited call comes,
+    or the watchdog reads them; either way every reply reaches its own command, in order."""
+    with redis_server(tmp_path) as server:
+        client = RespClient(server.url, timeout_s=0.4)
+        assert await client.execute("PING") == "PONG"
+        sets = [client.submit("SET", f"k{i}", i, awaited=False) for i in range(3)]
+        assert client._paused  # nothing awaited is outstanding
+        await asyncio.sleep(0.02)
+        assert not any(f.done() for f in sets)  # answered by Redis, not yet read
+        assert await client.execute("GET", "k2") == b"2"  # resumes reading: all four arrive
+        assert [f.result() for f in sets] == ["OK", "OK", "OK"]
+        late = client.submit("INCR", "n", awaited=False)
+        await asyncio.wait_for(asyncio.shield(late), 0.4)  # the watchdog reads it (≤ 0.1 s)
+        assert late.result() == 1 and not client._paused
+        await asyncio.sleep(0.5)  # an idle, paused-then-resumed connection is not "hung"
+        assert await client.execute("GET", "n") == b"1"
         await client.close()
 
 
