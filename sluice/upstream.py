@@ -87,9 +87,14 @@ class Upstream:
                 limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
             )
             # A User-Agent of our own rather than `skip_auto_headers`, which makes aiohttp
-            # sort and copy the headers of every request.
+            # sort and copy the headers of every request. No cookie jar: the session serves
+            # every tenant, so a provider's Set-Cookie must never ride on the next caller's
+            # request (and the jar's per-request filtering costs CPU for nothing).
             s = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, headers=_SESSION_HEADERS
+                connector=connector,
+                auto_decompress=True,
+                headers=_SESSION_HEADERS,
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._sessions[provider] = s
         return s
