@@ -22,7 +22,7 @@ from sluice.state import Counter
 
 NANO = 1_000_000_000
 DEFAULT_MAX_TOKENS = 4096  # reserved output when a request sets no max_tokens
-_HOUR_MS = 3_600_000
+HOUR_MS = 3_600_000  # budget counters outlive their period by this much
 
 
 class Period(NamedTuple):
@@ -89,7 +89,7 @@ def budget_check(
     p = period(kind, now)
     ttl = 0
     if p.resets_at is not None:
-        ttl = int((p.resets_at.timestamp() - now.timestamp()) * 1000) + _HOUR_MS
+        ttl = int((p.resets_at.timestamp() - now.timestamp()) * 1000) + HOUR_MS
     counter = Counter(f"b:{scope}:{ident}:{p.key}", amount, int(usd * NANO), ttl)
     return BudgetCheck(scope, ident, usd, p, counter)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -185,6 +186,11 @@ class Ticket:
             self.state.adjust(deltas, self.admission.local)
 
 
+def _ttl(resets_ms: int | None, now_ms: int) -> int:
+    """A budget counter's expiry: an hour past its period's end (0: a total never expires)."""
+    return 0 if resets_ms is None else resets_ms - now_ms + budgets.HOUR_MS
+
+
 def budget_error(b: budgets.BudgetCheck, spent_nano: int) -> GatewayError:
     """429 BUDGET_EXCEEDED naming the budget and when its period resets."""
     resets = b.period.resets_at
@@ -236,6 +242,8 @@ class Traffic:
         # Which counters a caller's request lands on, per caller, model and minute: the
         # rules are resolved once, not on every request.
         self._plans: dict[tuple[Any, ...], list[tuple[str, str, int, str]]] = {}
+        self._budget_by_ip = any(scope == "ip" for scope, _, _ in self.budget_rules)
+        self._budget_plans: dict[tuple[Any, ...], list[tuple[budgets.BudgetCheck, int | None]]] = {}
 
     def _limits(
         self, req: Request | None, principal: Principal, model: str, tokens: int
@@ -292,6 +300,31 @@ class Traffic:
             for (kind, scope, ident), cap in caps.items()
         ]
 
+    def _budgets(
+        self, req: Request | None, principal: Principal
+    ) -> list[tuple[budgets.BudgetCheck, int | None]]:
+        """The caller's budgets (amounts not set) with each period's reset in epoch ms,
+        resolved once per caller and UTC day."""
+        own = principal.limits
+        ip = req.client_ip if req is not None and self._budget_by_ip else None
+        ck = (
+            *(principal.key_id, principal.team, principal.user, principal.session, ip),
+            *(time.time() // 86_400, own.get("budget_usd"), own.get("budget_period")),
+        )
+        plan = self._budget_plans.get(ck)
+        if plan is None:
+            if len(self._budget_plans) >= _PLANS_MAX:
+                self._budget_plans.clear()
+            now = budgets.utcnow()
+            plan = self._budget_plans[ck] = [
+                (b, int(b.period.resets_at.timestamp() * 1000) if b.period.resets_at else None)
+                for b in (
+                    budgets.budget_check(s, i, usd, k, 0, now)
+                    for (s, i, k), usd in self._budget_rules(req, principal).items()
+                )
+            ]
+        return plan
+
     def _budget_rules(
         self, req: Request | None, principal: Principal
     ) -> dict[tuple[str, str, str], float]:
@@ -316,7 +349,10 @@ class Traffic:
             return None
         out = (op.chat.max_tokens or budgets.DEFAULT_MAX_TOKENS) if op.chat is not None else 0
         prompt = tokenizer.estimate_chars(op.prompt_chars)
-        prices = [self.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
+
+        def prices() -> list[Price | None]:
+            return [self.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
+
         return await self.reserve(req, principal, plan.model, prices, prompt, out)
 
     async def admit_native(
@@ -328,7 +364,10 @@ class Traffic:
             return None
         out = native_max_tokens(body) if model else 0
         prompt = tokenizer.estimate_chars(len(body))
-        prices = [self.prices.lookup(model, Target(provider, model))] if model else []
+
+        def prices() -> list[Price | None]:
+            return [self.prices.lookup(model, Target(provider, model))] if model else []
+
         return await self.reserve(req, principal, model or "", prices, prompt, out)
 
     async def reserve(
@@ -336,19 +375,19 @@ class Traffic:
         req: Request,
         principal: Principal,
         model: str,
-        prices: list[Price | None],
+        prices: Callable[[], list[Price | None]],
         prompt: int,
         out: int,
     ) -> Ticket | None:
-        """Reserve `prompt` + `out` tokens and their worst cost at `prices` on every rule."""
+        """Reserve `prompt` + `out` tokens and their worst cost at `prices()` on every rule."""
         tokens = prompt + out
         limits = self._limits(req, principal, model, tokens)
-        rules = self._budget_rules(req, principal) if model else {}
+        rules = self._budgets(req, principal) if model else []
         if not limits and not rules:
             return None
         price, nano, checks = None, 0, []
         if rules:
-            price = budgets.worst_price(prices)
+            price = budgets.worst_price(prices())
             if price is None:
                 raise GatewayError(
                     "FORBIDDEN",
@@ -357,9 +396,10 @@ class Traffic:
                     param="model",
                 )
             nano = budgets.nano_cost(prompt, out, price)
-            now = budgets.utcnow()
+            now_ms = int(time.time() * 1000)
             checks = [
-                budgets.budget_check(s, i, usd, k, nano, now) for (s, i, k), usd in rules.items()
+                b._replace(counter=b.counter._replace(amount=nano, ttl_ms=_ttl(resets_ms, now_ms)))
+                for b, resets_ms in rules
             ]
         adm = await self.state.reserve([c.counter for c in limits] + [b.counter for b in checks])
         if not adm.ok:
