@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import operator
 import os
@@ -24,7 +23,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sluice import db
 from sluice.spool import Spool
@@ -60,28 +59,6 @@ def to_row(rec: UsageRecord, clean: Callable[[str], str]) -> dict[str, Any]:
         if v:
             row[k] = clean(v)
     return row
-
-
-# SQLite: many rows per INSERT statement. An executemany steps the statement once per row,
-# and the driver thread takes the GIL back for every step, which on a busy gateway means a
-# GIL hand-off (two futex calls each side) per request; one multi-row statement is one step.
-# 27 columns x 300 rows stays well under SQLite's 32,766 bound parameters.
-_SQLITE_ROWS = 300
-
-
-@functools.lru_cache(maxsize=8)
-def _sqlite_insert_sql(n: int) -> str:
-    cols = ", ".join(f'"{c}"' for c in ROW_FIELDS)
-    one = "(" + ", ".join("?" * len(ROW_FIELDS)) + ")"
-    # Names from our own table definition; every value is a bound parameter.
-    return f"INSERT INTO usage ({cols}) VALUES " + ", ".join([one] * n)  # noqa: S608
-
-
-async def _insert_sqlite(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    for i in range(0, len(rows), _SQLITE_ROWS):
-        chunk = rows[i : i + _SQLITE_ROWS]
-        params = tuple(row[c] for row in chunk for c in ROW_FIELDS)
-        await conn.exec_driver_sql(_sqlite_insert_sql(len(chunk)), params)
 
 
 def cached_cleaner(clean: Callable[[str], str], size: int = 4096) -> Callable[[str], str]:
@@ -268,10 +245,7 @@ class UsageWriter:
         try:
             async with asyncio.timeout(_STORAGE_TIMEOUT_S):
                 async with self._engine.begin() as conn:
-                    if conn.dialect.name == "sqlite":
-                        await _insert_sqlite(conn, rows)
-                    else:
-                        await conn.execute(db.usage.insert(), rows)
+                    await conn.execute(db.usage.insert(), rows)
         except Exception as exc:  # any driver error means "not stored": spool, never lose
             self._mark_down(exc)
             return False
