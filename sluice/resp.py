@@ -215,6 +215,14 @@ class RespClient:
             raise reply
         return reply
 
+    def read_now(self) -> None:
+        """Read replies nobody awaits now rather than at the watchdog's next turn (close)."""
+        proto = self._proto
+        if self._paused and proto is not None and proto.transport is not None:
+            self._paused = False
+            self._reading_since = time.monotonic()
+            proto.transport.resume_reading()
+
     def _deliver(self, reply: Any) -> None:
         if self._pending:
             fut, _, awaited = self._pending.popleft()
@@ -229,10 +237,7 @@ class RespClient:
             await asyncio.sleep(self.timeout_s / 4)
             now = time.monotonic()
             if self._paused:  # read what nobody waited for (and notice a lost connection)
-                self._paused = False
-                self._reading_since = now
-                if proto.transport is not None:
-                    proto.transport.resume_reading()
+                self.read_now()
             elif self._pending:
                 since = max(self._pending[0][1], self._reading_since)
                 if now - since > self.timeout_s:

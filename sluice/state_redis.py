@@ -355,6 +355,7 @@ class RedisState:
             self._loop_task.cancel()
         self._flush()
         if self._pending:
+            self.redis.read_now()
             await asyncio.wait(list(self._pending), timeout=2)
         if not self.down:
             try:
