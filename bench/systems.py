@@ -186,8 +186,25 @@ def start_portkey(workdir: Path, up: Upstreams) -> tuple[Proc, Target]:
     return proc, target
 
 
+def start_bare_proxy(workdir: Path, up: Upstreams) -> tuple[Proc, Target]:
+    """bench/bare_proxy.py: the uvicorn + aiohttp floor, without any of Sluice's features."""
+    port = procs.free_port()
+    cmd = [sys.executable, "-m", "bench.bare_proxy", "--port", str(port)]
+    cmd += [
+        "--json",
+        f"http://127.0.0.1:{up.json_port}",
+        "--sse",
+        f"http://127.0.0.1:{up.sse_port}",
+    ]
+    env = {"PYTHONPATH": str(ROOT)}
+    proc = procs.start("bare-proxy", cmd, port, workdir, procs.GATEWAY_CORE, env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}{CHAT}"
+    return proc, Target("bare proxy", url, url)
+
+
 STARTERS = {
     "sluice": start_sluice,
+    "bare-proxy": start_bare_proxy,
     "nginx-hop": start_nginx_hop,
     "litellm": start_litellm,
     "portkey": start_portkey,
