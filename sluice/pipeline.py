@@ -1,8 +1,9 @@
 """The data path of every routed request, top to bottom in `Pipeline.run`:
 
-authenticate → route → admit (limits, budgets: sluice.limits) → cache (sluice.cache) → call
-upstream with fallbacks → answer or stream back → settle the admission and record usage in a
-`finally`, so aborted and failed requests are still counted.
+authenticate → route → open the cache slot (sluice.cache; its lookup is sent now) → admit
+(limits, budgets: sluice.limits; with Redis, in the same round trip as the lookup) → await the
+lookup → call upstream with fallbacks → answer or stream back → settle the admission and
+record usage in a `finally`, so aborted and failed requests are still counted.
 """
 
 from __future__ import annotations
