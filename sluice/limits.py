@@ -25,7 +25,7 @@ import orjson
 from sluice import budgets, tokenizer
 from sluice.errors import GatewayError
 from sluice.routing import Target
-from sluice.state import Admission, Counter, State
+from sluice.state import Admission, Counter, MemoryState, State
 
 if TYPE_CHECKING:
     from sluice.asgi import Request
@@ -227,6 +227,7 @@ class Traffic:
 
     def __init__(self, settings: Settings, state: State, prices: Prices) -> None:
         self.state = state
+        self._local = state if isinstance(state, MemoryState) else None
         self.prices = prices
         self.limit_rules: list[tuple[str, str, int]] = [
             (r.scope, kind, int(cap))
@@ -398,10 +399,21 @@ class Traffic:
             nano = budgets.nano_cost(prompt, out, price)
             now_ms = int(time.time() * 1000)
             checks = [
-                b._replace(counter=b.counter._replace(amount=nano, ttl_ms=_ttl(resets_ms, now_ms)))
+                budgets.BudgetCheck(
+                    b.scope,
+                    b.ident,
+                    b.usd,
+                    b.period,
+                    Counter(b.counter.key, nano, b.counter.cap, _ttl(resets_ms, now_ms)),
+                )
                 for b, resets_ms in rules
             ]
-        adm = await self.state.reserve([c.counter for c in limits] + [b.counter for b in checks])
+        counters = [c.counter for c in limits] + [b.counter for b in checks]
+        # In-process counters answer synchronously: no coroutine for them on every request.
+        local = self._local
+        adm = (
+            local.reserve_now(counters) if local is not None else await self.state.reserve(counters)
+        )
         if not adm.ok:
             if adm.failed < len(limits):
                 raise limit_error(limits[adm.failed], adm.values[0], adm.ttls[0])
