@@ -1,8 +1,6 @@
-"""Jina translation, table-driven from tests/fixtures/jina/ (Jina serves embeddings only)."""
+"""Jina serves embeddings only (its tables run in test_tables.py): a chat is a clear 400."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
@@ -10,16 +8,6 @@ from sluice.errors import GatewayError
 from tests.providers import translation as t
 
 KIND = "jina"
-
-
-@pytest.mark.parametrize("case", t.cases(KIND, "embeddings"), ids=t.case_id)
-def test_embeddings(case: dict[str, Any]) -> None:
-    t.check_embeddings(KIND, case)
-
-
-@pytest.mark.parametrize("case", t.cases(KIND, "errors"), ids=t.case_id)
-def test_error_message(case: dict[str, Any]) -> None:
-    t.check_error(KIND, case)
 
 
 def test_chat_is_a_clear_400() -> None:
