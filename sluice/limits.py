@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -44,6 +44,7 @@ _HEADER_NAMES = {
     for kind, suffix in (("rpm", "requests"), ("tpm", "tokens"))
 }
 _PLANS_MAX = 4096  # callers x models x minutes remembered; cleared when full
+_P = TypeVar("_P")
 
 
 class LimitCheck(NamedTuple):
@@ -109,6 +110,24 @@ def own_identity(principal: Principal) -> tuple[str, str] | None:
     if principal.team:
         return "team", principal.team
     return None
+
+
+class _Plans(dict[tuple[Any, ...], _P]):
+    """What rules resolved to, by caller and what else they depend on; cleared when full
+    (keys carry the minute or the day, so old ones are never asked for again)."""
+
+    def put(self, key: tuple[Any, ...], plan: _P) -> _P:
+        """Remember `plan` for `key` and return it."""
+        if len(self) >= _PLANS_MAX:
+            self.clear()
+        self[key] = plan
+        return plan
+
+
+def _caller(principal: Principal, req: Request | None, by_ip: bool) -> tuple[Any, ...]:
+    """Everything about the caller that decides which counters its rules land on."""
+    ip = req.client_ip if req is not None and by_ip else None
+    return (principal.key_id, principal.team, principal.user, principal.session, ip)
 
 
 @dataclass(slots=True)
@@ -242,9 +261,9 @@ class Traffic:
         self._by_ip = any(scope == "ip" for scope, _, _ in self.limit_rules)
         # Which counters a caller's request lands on, per caller, model and minute: the
         # rules are resolved once, not on every request.
-        self._plans: dict[tuple[Any, ...], list[tuple[str, str, int, str]]] = {}
+        self._plans: _Plans[list[tuple[str, str, int, str]]] = _Plans()
         self._budget_by_ip = any(scope == "ip" for scope, _, _ in self.budget_rules)
-        self._budget_plans: dict[tuple[Any, ...], list[tuple[budgets.BudgetCheck, int | None]]] = {}
+        self._budget_plans: _Plans[list[tuple[budgets.BudgetCheck, int | None]]] = _Plans()
 
     def _limits(
         self, req: Request | None, principal: Principal, model: str, tokens: int
@@ -253,16 +272,13 @@ class Traffic:
         window, ttl = divmod(now_ms, 60_000)
         ttl = 60_000 - ttl
         own = principal.limits
-        ip = req.client_ip if req is not None and self._by_ip else None
         ck = (
-            *(principal.key_id, principal.team, principal.user, principal.session, ip),
+            _caller(principal, req, self._by_ip),
             *(model, window, own.get("rpm"), own.get("tpm"), own.get("concurrent")),
         )
         plan = self._plans.get(ck)
         if plan is None:
-            if len(self._plans) >= _PLANS_MAX:
-                self._plans.clear()
-            plan = self._plans[ck] = self._resolve(req, principal, model, window)
+            plan = self._plans.put(ck, self._resolve(req, principal, model, window))
         out = []
         for kind, scope, cap, key in plan:
             if kind == "concurrent":
@@ -307,23 +323,24 @@ class Traffic:
         """The caller's budgets (amounts not set) with each period's reset in epoch ms,
         resolved once per caller and UTC day."""
         own = principal.limits
-        ip = req.client_ip if req is not None and self._budget_by_ip else None
         ck = (
-            *(principal.key_id, principal.team, principal.user, principal.session, ip),
+            _caller(principal, req, self._budget_by_ip),
             *(time.time() // 86_400, own.get("budget_usd"), own.get("budget_period")),
         )
         plan = self._budget_plans.get(ck)
         if plan is None:
-            if len(self._budget_plans) >= _PLANS_MAX:
-                self._budget_plans.clear()
             now = budgets.utcnow()
-            plan = self._budget_plans[ck] = [
-                (b, int(b.period.resets_at.timestamp() * 1000) if b.period.resets_at else None)
-                for b in (
-                    budgets.budget_check(s, i, usd, k, 0, now)
-                    for (s, i, k), usd in self._budget_rules(req, principal).items()
-                )
-            ]
+            checks = (
+                budgets.budget_check(s, i, usd, k, 0, now)
+                for (s, i, k), usd in self._budget_rules(req, principal).items()
+            )
+            plan = self._budget_plans.put(
+                ck,
+                [
+                    (b, int(b.period.resets_at.timestamp() * 1000) if b.period.resets_at else None)
+                    for b in checks
+                ],
+            )
         return plan
 
     def _budget_rules(
