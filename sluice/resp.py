@@ -130,9 +130,8 @@ class RespClient:
         self.db = int(u.path.strip("/") or 0)
         self.timeout_s = timeout_s
         self._proto: _Protocol | None = None
-        self._pending: deque[tuple[asyncio.Future[Any], float, bool]] = (
-            deque()
-        )  # fut, sent, awaited
+        # (future, sent at, awaited) per command, in the order Redis answers them
+        self._pending: deque[tuple[asyncio.Future[Any], float, bool]] = deque()
         self._awaited = 0  # pending replies someone waits for
         self._paused = False  # reading paused: only unawaited replies are outstanding
         self._reading_since = 0.0  # monotonic; a reply's time limit runs from here at the latest
@@ -178,10 +177,7 @@ class RespClient:
         now = time.monotonic()
         if awaited:
             self._awaited += 1
-            if self._paused:
-                self._paused = False
-                self._reading_since = now
-                transport.resume_reading()
+            self.read_now()
         elif (
             not self._awaited
             and not self._paused
@@ -216,7 +212,8 @@ class RespClient:
         return reply
 
     def read_now(self) -> None:
-        """Read replies nobody awaits now rather than at the watchdog's next turn (close)."""
+        """Resume reading paused for unawaited replies (someone awaits one now, the
+        watchdog's turn, a close)."""
         proto = self._proto
         if self._paused and proto is not None and proto.transport is not None:
             self._paused = False

@@ -111,6 +111,13 @@ _PROBE_S = 1.0
 _ERRORS = (RespError, OSError, asyncio.TimeoutError)
 
 
+def _outcome(fut: asyncio.Future[Any]) -> Any:
+    """A finished call's reply, or its exception (None when it was cancelled)."""
+    if fut.cancelled():
+        return None
+    return fut.exception() or fut.result()
+
+
 class Script:
     """A Lua script run by its SHA1, loaded on the first NOSCRIPT (e.g. after a restart)."""
 
@@ -236,10 +243,7 @@ class RedisState:
 
     def _replied(self, resend: Callable[[], Any] | None, fut: asyncio.Future[Any]) -> None:
         self._pending.discard(fut)
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        reply = fut.result() if exc is None else exc
+        reply = _outcome(fut)
         if (
             isinstance(reply, RespError)
             and resend is not None
@@ -281,9 +285,7 @@ class RedisState:
         return blob
 
     def _blob_replied(self, blob: asyncio.Future[bytes | None], fut: asyncio.Future[Any]) -> None:
-        reply = fut.exception() if not fut.cancelled() else None
-        if reply is None and not fut.cancelled():
-            reply = fut.result()
+        reply = _outcome(fut)
         if isinstance(reply, _ERRORS):
             self._fail(reply)
         if not blob.done():
