@@ -25,7 +25,7 @@ import orjson
 from sluice import budgets, tokenizer
 from sluice.errors import GatewayError
 from sluice.routing import Target
-from sluice.state import Admission, Counter, MemoryState, State
+from sluice.state import Admission, Counter, State
 
 if TYPE_CHECKING:
     from sluice.asgi import Request
@@ -246,7 +246,6 @@ class Traffic:
 
     def __init__(self, settings: Settings, state: State, prices: Prices) -> None:
         self.state = state
-        self._local = state if isinstance(state, MemoryState) else None
         self.prices = prices
         self.limit_rules: list[tuple[str, str, int]] = [
             (r.scope, kind, int(cap))
@@ -425,12 +424,7 @@ class Traffic:
                 )
                 for b, resets_ms in rules
             ]
-        counters = [c.counter for c in limits] + [b.counter for b in checks]
-        # In-process counters answer synchronously: no coroutine for them on every request.
-        local = self._local
-        adm = (
-            local.reserve_now(counters) if local is not None else await self.state.reserve(counters)
-        )
+        adm = await self.state.reserve([c.counter for c in limits] + [b.counter for b in checks])
         if not adm.ok:
             if adm.failed < len(limits):
                 raise limit_error(limits[adm.failed], adm.values[0], adm.ttls[0])
