@@ -5,7 +5,9 @@ Migrations in `sluice/migrations` are generated from this metadata; change both 
 
 from __future__ import annotations
 
+import operator
 import os
+import sqlite3
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from sqlalchemy import (
     Table,
     event,
 )
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
@@ -121,6 +124,47 @@ def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.close()
+
+
+class SqliteAppender:
+    """Appends rows to one SQLite table with the standard library's driver, in the calling
+    thread (the usage writer's worker thread).
+
+    Through the async engine each batch crossed into aiosqlite's thread once per step (a
+    checkout ping, BEGIN, the statement, COMMIT) and SQLAlchemy built each row's parameters:
+    ~40 µs of CPU per row in batches of 50, against ~6 µs for `executemany` here
+    (2026-11-23). The statement is still SQLAlchemy's, compiled once from the schema.
+    """
+
+    def __init__(self, url: str, table: Table, columns: tuple[str, ...]) -> None:
+        self.path = url.removeprefix("sqlite:///")
+        compiled = table.insert().compile(dialect=sqlite_dialect.dialect(), column_keys=columns)
+        self.sql = str(compiled)
+        self.values = operator.itemgetter(*(compiled.positiontup or columns))
+        self._conn: sqlite3.Connection | None = None
+
+    def insert(self, rows: list[dict[str, Any]]) -> None:
+        """Insert `rows` in one transaction (raises sqlite3.Error, after which the next call
+        opens a fresh connection)."""
+        conn = self._conn
+        if conn is None:
+            # One batch at a time, but not always from the same pool thread; WAL as the
+            # engine's connections; wait for another worker's lock as they do.
+            conn = sqlite3.connect(self.path, timeout=15, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = conn
+        try:
+            with conn:  # BEGIN … COMMIT, or ROLLBACK on an error
+                conn.executemany(self.sql, map(self.values, rows))
+        except sqlite3.Error:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection (a later insert reopens it)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def alembic_config(url: str) -> Any:

@@ -1,5 +1,6 @@
-"""Writes usage records off the hot path: a bounded in-memory queue, batched inserts through
-SQLAlchemy (SQLite or PostgreSQL), a local spool while storage is down, retention.
+"""Writes usage records off the hot path: a bounded in-memory queue, batched inserts (SQLite
+through the standard driver in a worker thread, PostgreSQL through SQLAlchemy's async engine),
+a local spool while storage is down, retention.
 
 The request path only appends to a deque (`put`). One background task takes batches, writes
 the audit lines, feeds metrics and traces, and inserts the rows; if the insert fails the
@@ -107,6 +108,11 @@ class UsageWriter:
         self._hurry = asyncio.Event()  # a full batch or a shutdown: stop lingering
         self._task: asyncio.Task[None] | None = None
         self._engine: AsyncEngine | None = None
+        # SQLite rows go in through the standard driver in a worker thread (see
+        # db.SqliteAppender); the engine serves PostgreSQL, retention and the spool's checks.
+        self._sqlite = (
+            db.SqliteAppender(url, db.usage, ROW_FIELDS) if url.startswith("sqlite:///") else None
+        )
         self._owns_engine = False  # True when start() opened it (no shared engine given)
         self._closing = False
         self._stopped = False  # after close(): a late record is spooled, never left in memory
@@ -169,6 +175,8 @@ class UsageWriter:
         while self._buf:  # the task ended early (it should not): flush here
             await self._flush()
         self._stopped = True
+        if self._sqlite is not None:
+            await asyncio.to_thread(self._sqlite.close)
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
 
@@ -240,12 +248,18 @@ class UsageWriter:
         """Insert rows in one transaction; False (and storage marked down) on failure."""
         if not rows:
             return True
-        if self._engine is None or time.monotonic() < self._down_until:
+        if time.monotonic() < self._down_until:
             return False
         try:
-            async with asyncio.timeout(_STORAGE_TIMEOUT_S):
-                async with self._engine.begin() as conn:
-                    await conn.execute(db.usage.insert(), rows)
+            if self._sqlite is not None:
+                # Not cancellable in its thread; the driver gives up on a lock after 15 s.
+                await asyncio.to_thread(self._sqlite.insert, rows)
+            elif self._engine is None:
+                return False
+            else:
+                async with asyncio.timeout(_STORAGE_TIMEOUT_S):
+                    async with self._engine.begin() as conn:
+                        await conn.execute(db.usage.insert(), rows)
         except Exception as exc:  # any driver error means "not stored": spool, never lose
             self._mark_down(exc)
             return False

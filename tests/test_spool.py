@@ -97,3 +97,37 @@ async def test_a_record_after_shutdown_is_spooled_and_the_next_start_drains_it(
     rows = await asyncio.to_thread(read_rows, url)
     assert sorted(r["request_id"] for r in rows) == ["in-time", "late"]
     assert not list((tmp_path / "sp").glob("usage-*"))
+
+
+async def test_sqlite_unwritable_spools_then_drains_once_it_is_back(tmp_path: Path) -> None:
+    """SQLite rows go through the standard driver (db.SqliteAppender): a file that cannot be
+    written sends the batch to the spool, and the rows arrive once it can."""
+    import asyncio
+
+    from sluice import db
+    from sluice.usage import new_record
+    from sluice.usage_store import UsageWriter
+    from tests.usage_helpers import read_rows
+
+    url = f"sqlite:///{tmp_path}/later/usage.db"  # its folder does not exist yet
+    writer = UsageWriter(
+        url, Spool(tmp_path / "sp"), lambda b, rows: b"", lambda s: s, linger_s=0.01
+    )
+    await writer.start()
+    writer.put(new_record("while-down", "POST", "/v1/chat/completions"))
+    for _ in range(100):
+        if writer.spooled:
+            break
+        await asyncio.sleep(0.02)
+    assert (writer.written, writer.spooled, writer.dropped) == (0, 1, 0)
+    (tmp_path / "later").mkdir()
+    await asyncio.to_thread(db.upgrade, url)
+    writer.put(new_record("after", "POST", "/v1/chat/completions"))
+    for _ in range(200):  # backoff 0.5 s, then the new row and the spooled one
+        if writer.written == 2:
+            break
+        await asyncio.sleep(0.05)
+    await writer.close()
+    rows = await asyncio.to_thread(read_rows, url)
+    assert sorted(r["request_id"] for r in rows) == ["after", "while-down"]
+    assert not list((tmp_path / "sp").glob("usage-*"))
