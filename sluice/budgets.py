@@ -61,7 +61,7 @@ def nano_cost(prompt_tokens: int, completion_tokens: int, price: Price) -> int:
 
 def worst_price(prices: list[Price | None]) -> Price | None:
     """The highest input and output rates among a plan's targets; None if any is unknown."""
-    if not prices or any(p is None for p in prices):
+    if not prices or None in prices:
         return None
     if len(prices) == 1:
         return prices[0]

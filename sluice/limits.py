@@ -48,7 +48,9 @@ _P = TypeVar("_P")
 
 
 class LimitCheck(NamedTuple):
-    """One rate limit a request reserves on."""
+    """One rate limit a request reserves on. Resolved once per caller, model and minute, so
+    `counter` is a template: its key and cap are the request's, and for a concurrency limit
+    the whole counter is; rpm and tpm counters get the request's amount and TTL per request."""
 
     kind: str  # rpm | tpm | concurrent
     scope: str
@@ -145,20 +147,20 @@ class Ticket:
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits."""
-        best: dict[str, tuple[int, int, int]] = {}
-        adm = self.admission
-        for c, value, ttl in zip(self.limits, adm.values, adm.ttls, strict=False):
+        values, ttls = self.admission.values, self.admission.ttls
+        best: dict[str, tuple[int, int, int]] = {}  # kind -> (left, cap, ttl)
+        for i, c in enumerate(self.limits):
             if c.kind != "concurrent":
-                left = max(0, c.cap - value)
+                left = c.cap - values[i]
                 seen = best.get(c.kind)
-                if seen is None or left < seen[1]:
-                    best[c.kind] = (c.cap, left, ttl)
+                if seen is None or left < seen[0]:
+                    best[c.kind] = (left, c.cap, ttls[i])
         out: list[tuple[bytes, bytes]] = []
-        for kind, (cap, left, ttl) in best.items():
+        for kind, (left, cap, ttl) in best.items():
             limit, remaining, reset = _HEADER_NAMES[kind]
             out += (
                 (limit, b"%d" % cap),
-                (remaining, b"%d" % left),
+                (remaining, b"%d" % (left if left > 0 else 0)),
                 (reset, duration(ttl).encode()),
             )
         return out
@@ -260,13 +262,14 @@ class Traffic:
         self._by_ip = any(scope == "ip" for scope, _, _ in self.limit_rules)
         # Which counters a caller's request lands on, per caller, model and minute: the
         # rules are resolved once, not on every request.
-        self._plans: _Plans[list[tuple[str, str, int, str]]] = _Plans()
+        self._plans: _Plans[list[LimitCheck]] = _Plans()
         self._budget_by_ip = any(scope == "ip" for scope, _, _ in self.budget_rules)
         self._budget_plans: _Plans[list[tuple[budgets.BudgetCheck, int | None]]] = _Plans()
 
     def _limits(
         self, req: Request | None, principal: Principal, model: str, tokens: int
-    ) -> list[LimitCheck]:
+    ) -> tuple[list[LimitCheck], list[Counter]]:
+        """The limits a request lands on and its counters on them (`tokens` on tpm)."""
         now_ms = int(time.time() * 1000)
         window, ttl = divmod(now_ms, 60_000)
         ttl = 60_000 - ttl
@@ -278,19 +281,18 @@ class Traffic:
         plan = self._plans.get(ck)
         if plan is None:
             plan = self._plans.put(ck, self._resolve(req, principal, model, window))
-        out = []
-        for kind, scope, cap, key in plan:
-            if kind == "concurrent":
-                counter = Counter(key, 1, cap, -self.inflight_ttl_ms)
-            else:
-                counter = Counter(key, 1 if kind == "rpm" else tokens, cap, ttl)
-            out.append(LimitCheck(kind, scope, cap, counter))
-        return out
+        counters = [
+            c.counter
+            if c.kind == "concurrent"
+            else Counter(c.counter.key, 1 if c.kind == "rpm" else tokens, c.cap, ttl)
+            for c in plan
+        ]
+        return plan, counters
 
     def _resolve(
         self, req: Request | None, principal: Principal, model: str, window: int
-    ) -> list[tuple[str, str, int, str]]:
-        """(kind, scope, cap, counter key) of every limit a request lands on."""
+    ) -> list[LimitCheck]:
+        """Every limit a request lands on, with its counter's template."""
         caps: dict[tuple[str, str, str], int] = {}
         for scope, kind, cap in self.limit_rules:
             ident = identity(scope, principal, req, model)
@@ -305,13 +307,12 @@ class Traffic:
                     k = (kind, *own)
                     caps[k] = min(int(own_cap), caps.get(k, int(own_cap)))
         return [
-            (
-                kind,
-                scope,
-                cap,
-                f"c:{scope}:{ident}"
-                if kind == "concurrent"
-                else f"{kind[0]}:{scope}:{ident}:{window}",
+            LimitCheck(
+                kind, scope, cap, Counter(f"c:{scope}:{ident}", 1, cap, -self.inflight_ttl_ms)
+            )
+            if kind == "concurrent"
+            else LimitCheck(
+                kind, scope, cap, Counter(f"{kind[0]}:{scope}:{ident}:{window}", 0, cap, 0)
             )
             for (kind, scope, ident), cap in caps.items()
         ]
@@ -398,7 +399,7 @@ class Traffic:
     ) -> Ticket | None:
         """Reserve `prompt` + `out` tokens and their worst cost at `prices()` on every rule."""
         tokens = prompt + out
-        limits = self._limits(req, principal, model, tokens)
+        limits, counters = self._limits(req, principal, model, tokens)
         rules = self._budgets(req, principal) if model else []
         if not limits and not rules:
             return None
@@ -414,17 +415,11 @@ class Traffic:
                 )
             nano = budgets.nano_cost(prompt, out, price)
             now_ms = int(time.time() * 1000)
-            checks = [
-                budgets.BudgetCheck(
-                    b.scope,
-                    b.ident,
-                    b.usd,
-                    b.period,
-                    Counter(b.counter.key, nano, b.counter.cap, _ttl(resets_ms, now_ms)),
-                )
-                for b, resets_ms in rules
-            ]
-        adm = await self.state.reserve([c.counter for c in limits] + [b.counter for b in checks])
+            for b, resets_ms in rules:
+                counter = Counter(b.counter.key, nano, b.counter.cap, _ttl(resets_ms, now_ms))
+                checks.append(budgets.BudgetCheck(b.scope, b.ident, b.usd, b.period, counter))
+                counters.append(counter)
+        adm = await self.state.reserve(counters)
         if not adm.ok:
             if adm.failed < len(limits):
                 raise limit_error(limits[adm.failed], adm.values[0], adm.ttls[0])
@@ -436,13 +431,13 @@ class Traffic:
     async def describe(self, req: Request, principal: Principal, plan: Plan) -> dict[str, Any]:
         """What is left of the caller's limits and budgets for `plan`, reserving nothing."""
         return await self._peek(
-            self._limits(req, principal, plan.model, 0), self._budget_rules(req, principal)
+            self._limits(req, principal, plan.model, 0)[0], self._budget_rules(req, principal)
         )
 
     async def describe_key(self, principal: Principal) -> dict[str, Any]:
         """A key's live limits and budgets, reserving nothing: the rules that count per key,
         per team or globally (per-request scopes such as ip, session or model are left out)."""
-        limits = [c for c in self._limits(None, principal, "", 0) if c.scope in _KEY_SCOPES]
+        limits = [c for c in self._limits(None, principal, "", 0)[0] if c.scope in _KEY_SCOPES]
         rules = self._budget_rules(None, principal)
         return await self._peek(limits, {k: v for k, v in rules.items() if k[0] in _KEY_SCOPES})
 
