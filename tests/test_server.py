@@ -58,3 +58,31 @@ async def test_close_sends_a_held_head_first_and_the_rest_is_delegated() -> None
     assert rec.writes == [b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"]
     assert rec.closed
     assert t.get_extra_info("peername") == "info:peername"
+
+
+def test_the_serving_factory_tunes_the_collector(tmp_path: object) -> None:
+    """`sluice serve`'s app factory freezes what start-up built and raises the young
+    generation's threshold (sluice.app.tune_gc); run in a child so this process's collector
+    stays as it was."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sluice.app import GC_YOUNG_THRESHOLD
+
+    config = Path(str(tmp_path)) / "sluice.yaml"
+    config.write_text(f'storage: {{url: "sqlite:///{tmp_path}/s.db"}}\n')
+    code = (
+        "import gc; from sluice.app import factory; "
+        "before = gc.get_threshold()[0]; factory(); "
+        "print(before, gc.get_threshold()[0], gc.get_freeze_count())"
+    )
+    env = {**os.environ, "SLUICE_CONFIG": str(config)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after, frozen = (int(x) for x in out.stdout.split())
+    assert before == 700 and after == GC_YOUNG_THRESHOLD
+    assert frozen > 10_000  # modules, config and the gateway's parts
