@@ -30,39 +30,35 @@ log = logging.getLogger("sluice.state")
 # lost by Redis (a restart without persistence): it resumes from `floor`, so a restart never
 # hands out a window's or a period's allowance again.
 # Returns {0, i, value, pttl} when counter i would pass its cap (nothing else changed), else
-# {1, value1, pttl1, value2, pttl2, ...} after adding every amount.
+# {1, value1, ttl1, value2, ttl2, ...} after adding every amount.
+# Two calls a counter on the way through (Redis runs every instance's script on one core, so
+# this is the fleet's ceiling): a missing counter is created with its expiry (SET NX: its
+# floor, else 0), then INCRBY; one over its cap undoes what this call added. A window's or a
+# period's ttl is the one the caller computed from the same boundary as the key's expiry
+# (the key names the window), so it is returned rather than read back with PTTL.
 _RESERVE = """
-for i = 1, #KEYS do
-  local floor = tonumber(ARGV[5*i-1])
-  if floor > 0 and redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('SET', KEYS[i], floor, 'PX', tonumber(ARGV[5*i]))
-  end
-  local cap = tonumber(ARGV[5*i-3])
-  if cap >= 0 then
-    local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
-    if cur + tonumber(ARGV[5*i-4]) > cap then
-      return {0, i, cur, redis.call('PTTL', KEYS[i])}
-    end
-  end
-end
 local out = {1}
 for i = 1, #KEYS do
   local amount = tonumber(ARGV[5*i-4])
-  local v = redis.call('INCRBY', KEYS[i], amount)
   local ttl = tonumber(ARGV[5*i-2])
-  local left = -1
+  if tonumber(ARGV[5*i-1]) > 0 then
+    redis.call('SET', KEYS[i], ARGV[5*i-1], 'PX', ARGV[5*i], 'NX')
+  elseif ttl > 0 then
+    redis.call('SET', KEYS[i], 0, 'PX', ttl, 'NX')
+  end
+  local v = redis.call('INCRBY', KEYS[i], amount)
   if ttl < 0 then
     redis.call('PEXPIRE', KEYS[i], -ttl)
-    left = -ttl
-  elseif ttl > 0 then
-    left = redis.call('PTTL', KEYS[i])
-    if left < 0 then
-      redis.call('PEXPIRE', KEYS[i], ttl)
-      left = ttl
+  end
+  local cap = tonumber(ARGV[5*i-3])
+  if cap >= 0 and v > cap then
+    for j = 1, i do
+      redis.call('DECRBY', KEYS[j], tonumber(ARGV[5*j-4]))
     end
+    return {0, i, v - amount, redis.call('PTTL', KEYS[i])}
   end
   out[#out+1] = v
-  out[#out+1] = left
+  out[#out+1] = ttl < 0 and -ttl or (ttl > 0 and ttl or -1)
 end
 return out
 """

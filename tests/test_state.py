@@ -59,6 +59,31 @@ async def test_ttl_kinds(backend: State) -> None:
     assert w == 0 and g == 1 and g_ttl > 50_000  # the window expired, the gauge did not
 
 
+async def test_a_refused_reservation_leaves_no_key_without_expiry(redis_url: str) -> None:
+    """The Redis script adds first and undoes past a cap: what it touched on the way must
+    still expire (a window, a gauge) and hold nothing."""
+    import redis
+
+    pfx = prefix()
+    st = RedisState(redis_url, pfx, None, MemoryState(100))
+    try:
+        counters = [Counter("w", 1, 10, 60_000), Counter("g", 1, 5, -60_000)]
+        assert (await st.reserve(counters)).ok
+        refused = await st.reserve([*counters, Counter("full", 3, 2, 60_000)])
+        assert not refused.ok and refused.failed == 2 and refused.values == [0]
+        refused = await st.reserve([Counter("w", 1, 10, 60_000), Counter("g0", 1, 0, -60_000)])
+        assert not refused.ok and refused.failed == 1
+        raw = redis.Redis.from_url(redis_url)
+        values = {k: raw.get(pfx + k) for k in ("w", "g", "full", "g0")}
+        ttls = {k: raw.pttl(pfx + k) for k in ("w", "g", "full", "g0")}
+        raw.close()
+        assert values == {"w": b"1", "g": b"1", "full": b"0", "g0": b"0"}
+        assert all(ttl > 0 for ttl in ttls.values()), ttls
+    finally:
+        await st.close()
+        drop_prefix(redis_url, pfx)
+
+
 @pytest.mark.parametrize("n,k", [(200, 37)])
 async def test_parallel_reservations_admit_exactly_k(backend: State, n: int, k: int) -> None:
     counters = [Counter("shared", 1, k, 60_000), Counter("free", 1, -1, 60_000)]
