@@ -7,13 +7,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from sluice.spool import Spool
 from tests.conftest import Gateway, openai_config
 from tests.fakes.openai_fake import FakeOpenAI
-from tests.usage_helpers import metric_value, wait_rows
+from tests.usage_helpers import metric_value, read_rows, wait_rows
 
 
 def _dead_pid() -> int:
@@ -65,6 +66,21 @@ def test_full_queue_spills_to_disk_and_nothing_is_lost(
     )
 
 
+async def _ids_once_written(writer: Any, n: int, url: str, spool: Path) -> list[str]:
+    """Wait (≤ 10 s) until `writer` has written `n` rows, close it, and return the request
+    ids stored, sorted; its spool must be empty by then."""
+    import asyncio
+
+    for _ in range(200):
+        if writer.written >= n:
+            break
+        await asyncio.sleep(0.05)
+    await writer.close()
+    rows = await asyncio.to_thread(read_rows, url)
+    assert not list(spool.glob("usage-*"))
+    return sorted(r["request_id"] for r in rows)
+
+
 async def test_a_record_after_shutdown_is_spooled_and_the_next_start_drains_it(
     tmp_path: Path,
 ) -> None:
@@ -73,7 +89,6 @@ async def test_a_record_after_shutdown_is_spooled_and_the_next_start_drains_it(
     from sluice import db
     from sluice.usage import new_record
     from sluice.usage_store import UsageWriter
-    from tests.usage_helpers import read_rows
 
     url = f"sqlite:///{tmp_path}/late.db"
     await asyncio.to_thread(db.upgrade, url)
@@ -89,14 +104,7 @@ async def test_a_record_after_shutdown_is_spooled_and_the_next_start_drains_it(
     assert (first.written, first.spooled, first.dropped) == (1, 1, 0)
     second = writer()
     await second.start()
-    for _ in range(100):
-        if second.written:
-            break
-        await asyncio.sleep(0.05)
-    await second.close()
-    rows = await asyncio.to_thread(read_rows, url)
-    assert sorted(r["request_id"] for r in rows) == ["in-time", "late"]
-    assert not list((tmp_path / "sp").glob("usage-*"))
+    assert await _ids_once_written(second, 1, url, tmp_path / "sp") == ["in-time", "late"]
 
 
 async def test_sqlite_unwritable_spools_then_drains_once_it_is_back(tmp_path: Path) -> None:
@@ -107,7 +115,6 @@ async def test_sqlite_unwritable_spools_then_drains_once_it_is_back(tmp_path: Pa
     from sluice import db
     from sluice.usage import new_record
     from sluice.usage_store import UsageWriter
-    from tests.usage_helpers import read_rows
 
     url = f"sqlite:///{tmp_path}/later/usage.db"  # its folder does not exist yet
     writer = UsageWriter(
@@ -123,11 +130,5 @@ async def test_sqlite_unwritable_spools_then_drains_once_it_is_back(tmp_path: Pa
     (tmp_path / "later").mkdir()
     await asyncio.to_thread(db.upgrade, url)
     writer.put(new_record("after", "POST", "/v1/chat/completions"))
-    for _ in range(200):  # backoff 0.5 s, then the new row and the spooled one
-        if writer.written == 2:
-            break
-        await asyncio.sleep(0.05)
-    await writer.close()
-    rows = await asyncio.to_thread(read_rows, url)
-    assert sorted(r["request_id"] for r in rows) == ["after", "while-down"]
-    assert not list((tmp_path / "sp").glob("usage-*"))
+    # Backoff 0.5 s, then the new row and the spooled one.
+    assert await _ids_once_written(writer, 2, url, tmp_path / "sp") == ["after", "while-down"]
