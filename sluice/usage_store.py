@@ -201,8 +201,14 @@ class UsageWriter:
             self._wake.clear()
             self._hurry.clear()
             try:
-                while self._buf:
-                    await self._flush()
+                # What gathered while lingering, in batches; records that arrive during
+                # these inserts wait for the next linger. Draining until empty here made a
+                # chain of one- and two-row transactions (one fsync each) whenever an
+                # insert took longer than the gap between requests: at c=1, ~1 commit a
+                # request instead of one per linger.
+                left = len(self._buf)
+                while left > 0 and self._buf:
+                    left -= await self._flush()
                 await self._maintain()
             except Exception:  # the writer must outlive any bug in one batch
                 log.exception("usage writer error")
@@ -212,8 +218,8 @@ class UsageWriter:
             await self._drain_spool()
 
     # --- batches --------------------------------------------------------------------------
-    async def _flush(self) -> None:
-        """Take one batch: audit/metrics/traces, then storage or the spool."""
+    async def _flush(self) -> int:
+        """Take one batch: audit/metrics/traces, then storage or the spool; how many."""
         n = min(len(self._buf), self.batch_max)
         batch = [self._buf.popleft() for _ in range(n)]
         # Rows, metrics, spans and audit lines are built in a thread: a big batch would
@@ -221,6 +227,7 @@ class UsageWriter:
         rows = await asyncio.to_thread(self._prepare, batch)
         if not await self._insert(rows):
             await self._to_spool(rows)
+        return n
 
     def _prepare(self, batch: list[UsageRecord]) -> list[dict[str, Any]]:
         rows = [to_row(r, self.clean) for r in batch]

@@ -132,3 +132,34 @@ async def test_sqlite_unwritable_spools_then_drains_once_it_is_back(tmp_path: Pa
     writer.put(new_record("after", "POST", "/v1/chat/completions"))
     # Backoff 0.5 s, then the new row and the spooled one.
     assert await _ids_once_written(writer, 2, url, tmp_path / "sp") == ["after", "while-down"]
+
+
+async def test_records_arriving_during_an_insert_wait_for_the_next_linger(tmp_path: Path) -> None:
+    """A steady trickle (one record a millisecond, as at concurrency 1) is written in one
+    batch per linger, not as a chain of one-row transactions (one fsync each) started
+    whenever a batch took longer than the gap between records (here a slow observer; on a
+    real disk, the fsync)."""
+    import asyncio
+    import time
+
+    from sluice import db
+    from sluice.usage import new_record
+    from sluice.usage_store import UsageWriter
+
+    url = f"sqlite:///{tmp_path}/trickle.db"
+    await asyncio.to_thread(db.upgrade, url)
+    sizes: list[int] = []
+
+    def on_batch(batch: object, rows: list[dict[str, Any]]) -> bytes:
+        sizes.append(len(rows))
+        time.sleep(0.004)  # in the writer's thread: a batch takes longer than the gap
+        return b""
+
+    writer = UsageWriter(url, Spool(tmp_path / "sp"), on_batch, lambda s: s, linger_s=0.05)
+    await writer.start()
+    for i in range(300):  # ~0.35 s at one a millisecond
+        writer.put(new_record(f"r{i}", "POST", "/v1/chat/completions"))
+        await asyncio.sleep(0.001)
+    ids = await _ids_once_written(writer, 300, url, tmp_path / "sp")
+    assert len(ids) == 300 and sum(sizes) == 300
+    assert len(sizes) <= 20, sizes  # ~0.35 s / 0.05 s lingers (the old drain loop: ~100)
