@@ -352,8 +352,7 @@ class RedisState:
         if self._loop_task is not None:
             self._loop_task.cancel()
         self._flush()
-        if self._pending:
-            self.redis.read_now()
+        if self._pending:  # held settlements leave within the client's hold_s
             await asyncio.wait(list(self._pending), timeout=2)
         if not self.down:
             try:

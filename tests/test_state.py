@@ -156,22 +156,23 @@ async def test_resp_client_reconnects(tmp_path: Path) -> None:
         await client.close()
 
 
-async def test_resp_client_unawaited_replies_wait_for_the_next_call(tmp_path: Path) -> None:
-    """Replies nobody awaits sit in the socket (reading paused) until an awaited call comes,
-    or the watchdog reads them; either way every reply reaches its own command, in order."""
+async def test_resp_client_unawaited_commands_ride_with_the_next_call(tmp_path: Path) -> None:
+    """Commands nobody awaits are held (up to hold_s) and written with the next awaited one,
+    in the order submitted; a quiet client writes them when hold_s is up. Every reply
+    reaches its own command."""
     with redis_server(tmp_path) as server:
-        client = RespClient(server.url, timeout_s=0.4)
+        client = RespClient(server.url, timeout_s=0.4, hold_s=0.2)
         assert await client.execute("PING") == "PONG"
         sets = [client.submit("SET", f"k{i}", i, awaited=False) for i in range(3)]
-        assert client._paused  # nothing awaited is outstanding
-        await asyncio.sleep(0.02)
-        assert not any(f.done() for f in sets)  # answered by Redis, not yet read
-        assert await client.execute("GET", "k2") == b"2"  # resumes reading: all four arrive
+        await asyncio.sleep(0.05)
+        assert server.client().get("k0") is None  # held: not written yet
+        assert await client.execute("GET", "k2") == b"2"  # written before this GET
         assert [f.result() for f in sets] == ["OK", "OK", "OK"]
         late = client.submit("INCR", "n", awaited=False)
-        await asyncio.wait_for(asyncio.shield(late), 0.4)  # the watchdog reads it (≤ 0.1 s)
-        assert late.result() == 1 and not client._paused
-        await asyncio.sleep(0.5)  # an idle, paused-then-resumed connection is not "hung"
+        started = time.monotonic()
+        assert await asyncio.wait_for(asyncio.shield(late), 1.0) == 1
+        assert 0.15 < time.monotonic() - started < 0.6  # written when hold_s was up
+        await asyncio.sleep(0.5)  # an idle connection is not "hung"
         assert await client.execute("GET", "n") == b"1"
         await client.close()
 
