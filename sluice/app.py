@@ -262,7 +262,7 @@ def create_app(settings: Settings) -> App:
 # Allocations net of frees between two young-generation collections (CPython's default is
 # 700). With 64 requests in flight the default ran a collection every ~10 requests; whatever
 # was alive then (queued usage records, open requests) was promoted, and every ~1,000
-# requests the promotions forced a full collection of all of the process's ~35 ms.
+# requests the promotions forced a full collection of the whole process (~35 ms).
 # Measured 2026-11-23 (c=64, bench config, 10 s): 2,577 / 234 / 21 collections by
 # generation and 1.3 s of the 10 s in the collector at 700; 14 / 1 / 0 and 0.04 s at 10,000.
 GC_YOUNG_THRESHOLD = 10_000

@@ -101,13 +101,16 @@ def async_url(url: str) -> str:
     return url
 
 
+# Several workers share one SQLite file: wait this long for its lock instead of failing at once.
+_SQLITE_LOCK_WAIT_S = 15
+
+
 def engine_for(url: str) -> AsyncEngine:
     """The one async engine a gateway opens for `storage.url`, shared by team keys (`Store`),
     the usage writer and the dashboard's queries."""
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
-        # Several workers share one file: wait for the lock instead of failing at once.
-        kwargs["connect_args"] = {"timeout": 15}
+        kwargs["connect_args"] = {"timeout": _SQLITE_LOCK_WAIT_S}
     else:
         # A dropped connection must fail a key lookup fast, not hang a request; callers bound
         # their own statements (the writer 10 s, lookups less), this is the backstop.
@@ -148,10 +151,10 @@ class SqliteAppender:
         opens a fresh connection)."""
         conn = self._conn
         if conn is None:
-            # One batch at a time, but not always from the same pool thread; WAL as the
-            # engine's connections; wait for another worker's lock as they do.
-            conn = sqlite3.connect(self.path, timeout=15, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # One batch at a time, but not always from the same pool thread; set up as the
+            # engine's connections are.
+            conn = sqlite3.connect(self.path, timeout=_SQLITE_LOCK_WAIT_S, check_same_thread=False)
+            _sqlite_wal(conn, None)
             self._conn = conn
         try:
             with conn:  # BEGIN … COMMIT, or ROLLBACK on an error

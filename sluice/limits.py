@@ -306,16 +306,14 @@ class Traffic:
                 if isinstance(own_cap, int | float):
                     k = (kind, *own)
                     caps[k] = min(int(own_cap), caps.get(k, int(own_cap)))
-        return [
-            LimitCheck(
-                kind, scope, cap, Counter(f"c:{scope}:{ident}", 1, cap, -self.inflight_ttl_ms)
-            )
-            if kind == "concurrent"
-            else LimitCheck(
-                kind, scope, cap, Counter(f"{kind[0]}:{scope}:{ident}:{window}", 0, cap, 0)
-            )
-            for (kind, scope, ident), cap in caps.items()
-        ]
+        out = []
+        for (kind, scope, ident), cap in caps.items():
+            if kind == "concurrent":  # the whole counter: one slot, kept alive while busy
+                counter = Counter(f"c:{scope}:{ident}", 1, cap, -self.inflight_ttl_ms)
+            else:  # a template: `_limits` sets the amount and the window's TTL
+                counter = Counter(f"{kind[0]}:{scope}:{ident}:{window}", 0, cap, 0)
+            out.append(LimitCheck(kind, scope, cap, counter))
+        return out
 
     def _budgets(
         self, req: Request | None, principal: Principal

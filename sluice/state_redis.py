@@ -29,7 +29,7 @@ log = logging.getLogger("sluice.state")
 # state.Counter). A counter that is missing while this instance last saw it at `floor` was
 # lost by Redis (a restart without persistence): it resumes from `floor`, so a restart never
 # hands out a window's or a period's allowance again.
-# Returns {0, i, value, pttl} when counter i would pass its cap (nothing else changed), else
+# Returns {0, i, value, pttl} when counter i would pass its cap (no count changed), else
 # {1, value1, ttl1, value2, ttl2, ...} after adding every amount.
 # Two calls a counter on the way through (Redis runs every instance's script on one core, so
 # this is the fleet's ceiling): a missing counter is created with its expiry (SET NX: its

@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from sluice.config import AiGatewayConfig
 
 _MAX_ERROR_BODY = 64 * 1024
-# An attempt's total timeout is the time left to the deadline rounded down to this grid, so
-# the few distinct values are built once (`Upstream._timeout`) instead of on every request.
-_TIMEOUT_GRID_S = 0.05
 _SESSION_HEADERS = {"User-Agent": f"sluice/{__version__}"}
 
 
@@ -79,7 +76,6 @@ class Upstream:
         self.retry_after_cap_s = retry_after_cap_s
         self.ai_gateway = ai_gateway
         self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
         self.attempts_total = 0
         self.retries_total = 0
 
@@ -134,9 +130,12 @@ class Upstream:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise GatewayError("UPSTREAM_TIMEOUT", "the request's deadline passed")
+            per_attempt = min(adapter.config.timeout_s, remaining)
             started = time.monotonic()
             try:
-                err = await self._attempt(provider, call, url, remaining, secrets, adapter)
+                err = await self._attempt(
+                    provider, call, url, per_attempt, remaining, secrets, adapter
+                )
                 if isinstance(err, Opened):
                     err.attempts = attempt
                     err.started = started
@@ -189,10 +188,14 @@ class Upstream:
         provider: str,
         call: UpstreamCall,
         url: str,
+        per_attempt: float,
         remaining: float,
         secrets: tuple[str, ...],
         adapter: Adapter,
     ) -> Opened | GatewayError:
+        timeout = aiohttp.ClientTimeout(
+            total=remaining, sock_connect=per_attempt, sock_read=per_attempt
+        )
         try:
             resp = await self.session(provider).request(
                 call.method,
@@ -200,7 +203,7 @@ class Upstream:
                 params=call.query or None,
                 data=call.body,
                 headers=call.headers,
-                timeout=self._timeout(remaining, adapter.config.timeout_s),
+                timeout=timeout,
                 allow_redirects=False,
             )
         except TimeoutError:
@@ -212,21 +215,6 @@ class Upstream:
         if resp.status < 300:
             return Opened(resp, 0, 0.0, time.monotonic())
         return await self._error(provider, resp, secrets, adapter)
-
-    def _timeout(self, remaining: float, timeout_s: float) -> aiohttp.ClientTimeout:
-        """aiohttp's timeout for one attempt: the whole of it ends by the deadline (up to one
-        grid step early), connecting and each read within the provider's `timeout_s`."""
-        total = int(remaining / _TIMEOUT_GRID_S) * _TIMEOUT_GRID_S or remaining
-        per_attempt = min(timeout_s, total)
-        key = (total, per_attempt)
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            if len(self._timeouts) >= 256:
-                self._timeouts.clear()
-            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=total, sock_connect=per_attempt, sock_read=per_attempt
-            )
-        return timeout
 
     async def _error(
         self,

@@ -259,7 +259,7 @@ class UsageWriter:
             return False
         try:
             if self._sqlite is not None:
-                # Not cancellable in its thread; the driver gives up on a lock after 15 s.
+                # Not cancellable in its thread; the driver gives up waiting for a lock.
                 await asyncio.to_thread(self._sqlite.insert, rows)
             elif self._engine is None:
                 return False
