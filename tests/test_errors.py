@@ -268,6 +268,19 @@ def test_mid_stream_failure_one_error_event_no_done(gw: Gateway, model: str) -> 
     assert len(contents) == len(set(contents))  # nothing sent twice
 
 
+def test_a_stream_that_goes_quiet_ends_with_upstream_timeout(gw: Gateway) -> None:
+    """A stream whose upstream stops sending (connection open) is ended once it has been
+    quiet for the provider's timeout_s (0.8 s here), not at the 5 s request deadline."""
+    t0 = time.monotonic()
+    events = _sse(gw, "gpt-x-stall")
+    assert time.monotonic() - t0 < 2.5
+    assert b"[DONE]" not in b"".join(events)
+    error = orjson.loads(events[-1].removeprefix(b"data: "))["error"]
+    assert error["code"] == "UPSTREAM_TIMEOUT"
+    # what came before the stall was relayed: the role chunk and two words
+    assert sum(b'"content"' in e for e in events) == 3
+
+
 def test_client_disconnect_cancels_upstream_and_records_499(gw: Gateway) -> None:
     body = {"model": "gpt-x-hang", "messages": MSG}
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:

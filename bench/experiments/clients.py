@@ -12,6 +12,14 @@ per request at c=64 (334 → 291), −0.07 ms c=1 p50, but not kept: pyreqwest 0
 the request's tokio task when the awaiting Python task is cancelled, so a client that leaves
 before the upstream's headers does not stop the upstream request (SPEC §6;
 tests/test_upstream_cancel.py), and peak RSS under the bench rose from 76 to 85 MB.
+
+2026-12-02 (this machine, c=64, 5 s): aiohttp 81–95 µs, pyreqwest 28–30, rnet 49, httpx
+4,000+. rnet drops the Rust future, and with it the connection, when the awaiting task is
+cancelled (before the headers and mid-stream), so it became sluice/upstream.py's client:
+alternating `bench.run --systems sluice --only latency,throughput` runs, aiohttp → rnet,
+c=64 3,593 / 3,171 → 4,050 / 4,104 req/s, CPU 277 / 314 → 246 / 243 µs a request, peak RSS
+75.4 MB; c=1 p50 0.521 / 0.535 → 0.550 / 0.569 ms (each call crosses to rnet's tokio thread
+and back, two wake-ups on the same core).
 """
 
 from __future__ import annotations
@@ -103,7 +111,27 @@ async def with_httpx(url: str, conns: int, seconds: float) -> tuple[int, int, fl
         return await drive(post, conns, seconds)
 
 
-CLIENTS = {"aiohttp": with_aiohttp, "pyreqwest": with_pyreqwest, "httpx": with_httpx}
+async def with_rnet(url: str, conns: int, seconds: float) -> tuple[int, int, float, float]:
+    """rnet (Rust wreq/hyper on a tokio thread; cancelling the awaiting task drops the call)."""
+    import rnet
+
+    client = rnet.Client()
+
+    async def post() -> int:
+        r = await client.post(url, body=BODY, headers=HEADERS)
+        await r.bytes()
+        return int(r.status)
+
+    await drive(post, conns, 0.5)
+    return await drive(post, conns, seconds)
+
+
+CLIENTS = {
+    "aiohttp": with_aiohttp,
+    "pyreqwest": with_pyreqwest,
+    "rnet": with_rnet,
+    "httpx": with_httpx,
+}
 
 
 def main() -> None:

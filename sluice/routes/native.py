@@ -170,7 +170,7 @@ async def _serve(
     rec.attempts += opened.attempts
     req.add_header("x-sluice-provider", rec.provider)
     price = gw.prices.lookup(rec.model or "", Target(rec.provider, rec.model or ""))
-    ctype = opened.response.headers.get("content-type", "application/json")
+    ctype = opened.header("content-type", "application/json")
     if "text/event-stream" in ctype:
         rec.stream = True
         _overhead(req, rec, time.perf_counter() - upstream_started)
@@ -180,7 +180,7 @@ async def _serve(
     _overhead(req, rec, time.perf_counter() - upstream_started)
     rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
     rec.set_usage(adapter.native_usage(data) or _estimate(body, len(data)), price)
-    await req.respond(opened.response.status, data, [(b"content-type", ctype.encode("latin-1"))])
+    await req.respond(opened.status, data, [(b"content-type", ctype.encode("latin-1"))])
 
 
 def _overhead(req: Request, rec: UsageRecord, upstream_s: float) -> None:
@@ -211,7 +211,7 @@ async def _relay(
             await req.write(chunk)
             yield chunk
 
-    await req.start_stream(opened.response.status, [(b"content-type", ctype.encode("latin-1"))])
+    await req.start_stream(opened.status, [(b"content-type", ctype.encode("latin-1"))])
     try:
         async for group in sse.blocks(tee()):
             for block in group:

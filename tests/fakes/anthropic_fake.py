@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeServer, Headers
 
 WORDS = ["Hello", " from", " the", " fake", " Anthropic", "."]
 KEY = "sk-ant-test-upstream-0001"
@@ -134,7 +134,9 @@ class FakeAnthropic(FakeServer):
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return self._error(400, "invalid_request_error", "body: invalid JSON")
-        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        self.requests.append(
+            {"path": request.path, "headers": Headers(request.headers), "body": body}
+        )
         refused = self._refuse(request, body)
         if refused is not None:
             return refused

@@ -2,8 +2,9 @@
 
 Fault modes are chosen by the model name's suffix, so parallel tests never share state:
   -429 (Retry-After: 1)  -429long (Retry-After: 120)  -500  -400  -slow (0.3 s)  -hang
-  -reset (stream breaks after two chunks)  -flaky (500 the first time a `user` value is
-  seen, then success)  -echokey (a 401 whose message repeats the Authorization header)
+  -reset (stream breaks after two chunks)  -stall (stream goes quiet after two chunks)
+  -flaky (500 the first time a `user` value is seen, then success)
+  -echokey (a 401 whose message repeats the Authorization header)
   -nousage (a stream with no usage chunk)  -truncate (stream ends without [DONE])
   -slowstream (`stream_interval` seconds, 0.2 by default, between stream chunks, so a client
   can leave mid-stream and a drain can catch a stream in flight)
@@ -175,6 +176,8 @@ class FakeOpenAI(FakeServer):
                 assert request.transport is not None
                 request.transport.abort()  # a reset mid-stream
                 return resp
+            if model.endswith("-stall") and i == 2:
+                await asyncio.sleep(30)  # the connection stays open and goes quiet
             await send(
                 {
                     **base,

@@ -14,6 +14,23 @@ import orjson
 from aiohttp import web
 
 
+class Headers(dict[str, str]):
+    """A request's headers by lower-cased name, looked up ignoring case as HTTP does (the
+    gateway's client title-cases names on HTTP/1.1); still a plain dict for JSON."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__((k.lower(), v) for k, v in raw.items())
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
 class FakeServer:
     """Start with `.start()`; `.origin` is http://127.0.0.1:PORT."""
 
@@ -46,7 +63,7 @@ class FakeServer:
                 "method": request.method,
                 "path": request.path,
                 "query": dict(request.query),
-                "headers": dict(request.headers),
+                "headers": Headers(request.headers),
                 "body": body,
             }
         )
