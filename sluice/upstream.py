@@ -64,6 +64,7 @@ class Opened:
     headers_at: float  # monotonic time its headers arrived
     deadline: float = 0.0  # monotonic: the request's deadline bounds reading the body too
     stall_s: float = 60.0  # the longest wait for the next piece of the body
+    body: bytes | None = None  # a whole (not event-stream) answer, read during the attempt
 
     @property
     def status(self) -> int:
@@ -81,6 +82,8 @@ class Opened:
 
     async def read(self) -> bytes:
         """The whole body (non-streamed answers)."""
+        if self.body is not None:
+            return self.body
         try:
             async with asyncio.timeout(self._wait()):
                 return await self.response.bytes()
@@ -94,6 +97,9 @@ class Opened:
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; errors surface as GatewayError. Leaving early (a client
         gone, an error) closes the response, which drops its connection."""
+        if self.body is not None:  # read whole during the attempt
+            yield self.body
+            return
         following = self.response.stream().__anext__
         finished = False
         try:
@@ -238,6 +244,7 @@ class Upstream:
         secrets: tuple[str, ...],
         adapter: Adapter,
     ) -> Opened | GatewayError:
+        body: bytes | None = None
         try:
             async with asyncio.timeout(per_attempt):
                 resp = await self.client(provider).request(
@@ -247,6 +254,11 @@ class Upstream:
                     body=call.body if call.body is not None else b"",
                     query=list(call.query.items()),
                 )
+                headers_at = time.monotonic()
+                # A whole answer is read inside the attempt: one timer, and a body that
+                # breaks is retried like any failure before the client's first byte.
+                if resp.status < 300 and not call.stream and not _is_sse(resp):
+                    body = await resp.bytes()
         except _TIMEOUTS:
             return GatewayError("UPSTREAM_TIMEOUT", f"provider {provider!r} did not answer in time")
         except _BROKEN as exc:
@@ -254,7 +266,7 @@ class Upstream:
                 "NETWORK_ERROR", f"could not reach provider {provider!r}: {type(exc).__name__}"
             )
         if resp.status < 300:
-            return Opened(resp, 0, 0.0, time.monotonic(), deadline, per_attempt)
+            return Opened(resp, 0, 0.0, headers_at, deadline, per_attempt, body)
         data = await _error_body(resp, per_attempt)
         retry_after = resp.headers.get("Retry-After")
         return self._error(provider, resp.status, retry_after, data, secrets, adapter)
@@ -278,6 +290,11 @@ class Upstream:
         message = scrub(adapter.error_message(data), secrets)
         headers = {} if retry_after is None else {"Retry-After": retry_after.decode("latin-1")}
         return GatewayError("EXTERNAL_SERVICE_ERROR", message, status=status, headers=headers)
+
+
+def _is_sse(resp: rnet.Response) -> bool:
+    ctype = resp.headers.get("content-type")
+    return ctype is not None and b"event-stream" in ctype
 
 
 async def _error_body(resp: rnet.Response, wait_s: float) -> bytes:

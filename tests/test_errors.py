@@ -202,6 +202,15 @@ def test_flaky_succeeds_on_retry(gw: Gateway, fake_openai: FakeOpenAI) -> None:
     assert r.status_code == 200
 
 
+def test_a_whole_answer_that_breaks_midway_is_retried(gw: Gateway, fake_openai: FakeOpenAI) -> None:
+    """SPEC §6: retries happen before the client's first byte; a non-streamed answer whose
+    body breaks has sent the client nothing yet, so it is retried like a 5xx."""
+    before = len(fake_openai.requests)
+    r = post(gw, {"model": "gpt-x-bodyreset", "messages": MSG, "user": f"u{time.time_ns()}"})
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+    assert len(fake_openai.requests) == before + 2
+
+
 def test_429_retry_after_honoured_or_returned(gw: Gateway, fake_openai: FakeOpenAI) -> None:
     before = len(fake_openai.requests)
     t0 = time.monotonic()

@@ -4,6 +4,7 @@ Fault modes are chosen by the model name's suffix, so parallel tests never share
   -429 (Retry-After: 1)  -429long (Retry-After: 120)  -500  -400  -slow (0.3 s)  -hang
   -reset (stream breaks after two chunks)  -stall (stream goes quiet after two chunks)
   -flaky (500 the first time a `user` value is seen, then success)
+  -bodyreset (a 200 whose body breaks the first time a `user` value is seen, then success)
   -echokey (a 401 whose message repeats the Authorization header)
   -nousage (a stream with no usage chunk)  -truncate (stream ends without [DONE])
   -slowstream (`stream_interval` seconds, 0.2 by default, between stream chunks, so a client
@@ -85,7 +86,24 @@ class FakeOpenAI(FakeServer):
             if user not in self._seen_users:
                 self._seen_users.add(user)
                 return self._error(500, "transient failure", "server_error")
+        if model.endswith("-bodyreset"):
+            user = str(body.get("user", ""))
+            if user not in self._seen_users:
+                self._seen_users.add(user)
+                return await self._broken_body(request)
         return None
+
+    @staticmethod
+    async def _broken_body(request: web.Request) -> web.StreamResponse:
+        """A 200 whose JSON body is cut off by a reset after its first bytes."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = 400
+        await resp.prepare(request)
+        await resp.write(b'{"id": "chatcmpl-cut", "object": "chat.comp')
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return resp
 
     @staticmethod
     def _error(
