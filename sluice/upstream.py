@@ -17,10 +17,12 @@ followed and cookies never kept (SPEC §6).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
@@ -148,6 +150,7 @@ class Upstream:
                 cookie_store=False,
                 no_proxy=True,
                 pool_idle_timeout=30,
+                verify=trusted_cas(),
             )
             self._clients[provider] = c
         return c
@@ -290,6 +293,14 @@ class Upstream:
         message = scrub(adapter.error_message(data), secrets)
         headers = {} if retry_after is None else {"Retry-After": retry_after.decode("latin-1")}
         return GatewayError("EXTERNAL_SERVICE_ERROR", message, status=status, headers=headers)
+
+
+def trusted_cas() -> Path | bool:
+    """What providers' certificates are checked against: the bundle SSL_CERT_FILE names when
+    set (the variable OpenSSL and Python's ssl module honour: a private CA for a self-hosted
+    server goes there), else rnet's bundled Mozilla roots. Checking is never off."""
+    path = os.environ.get("SSL_CERT_FILE")
+    return Path(path) if path and os.path.isfile(path) else True
 
 
 def _is_sse(resp: rnet.Response) -> bool:
