@@ -52,7 +52,7 @@ _BROKEN: tuple[type[Exception], ...] = (
     rnet_errors.RedirectError,
 )
 _TIMEOUTS: tuple[type[Exception], ...] = (TimeoutError, rnet_errors.TimeoutError)
-_UNREADABLE = _TIMEOUTS + _BROKEN
+UNREADABLE = _TIMEOUTS + _BROKEN  # every way a call or a body can fail
 _METHODS = {m: getattr(rnet.Method, m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")}
 
 
@@ -270,7 +270,7 @@ class Upstream:
             )
         if resp.status < 300:
             return Opened(resp, 0, 0.0, headers_at, deadline, per_attempt, body)
-        data = await _error_body(resp, per_attempt)
+        data = await read_capped(resp, _MAX_ERROR_BODY, per_attempt)
         retry_after = resp.headers.get("Retry-After")
         return self._error(provider, resp.status, retry_after, data, secrets, adapter)
 
@@ -308,9 +308,9 @@ def _is_sse(resp: rnet.Response) -> bool:
     return ctype is not None and b"event-stream" in ctype
 
 
-async def _error_body(resp: rnet.Response, wait_s: float) -> bytes:
-    """At most _MAX_ERROR_BODY bytes of an error answer; what a stalled or broken body sent
-    until then (the status is what counts)."""
+async def read_capped(resp: rnet.Response, limit: int, wait_s: float) -> bytes:
+    """At most `limit` bytes of a body (an error answer, a JWKS): what a stalled or broken
+    body sent until then. A body cut short is closed, which drops its connection."""
     parts: list[bytes] = []
     size = 0
     try:
@@ -318,10 +318,10 @@ async def _error_body(resp: rnet.Response, wait_s: float) -> bytes:
             async for chunk in resp.stream():
                 parts.append(chunk)
                 size += len(chunk)
-                if size >= _MAX_ERROR_BODY:
+                if size >= limit:
                     break
-    except _UNREADABLE:
+    except UNREADABLE:
         pass
-    if size >= _MAX_ERROR_BODY or not parts:
+    if size >= limit or not parts:
         await resp.close()
-    return b"".join(parts)[:_MAX_ERROR_BODY]
+    return b"".join(parts)[:limit]

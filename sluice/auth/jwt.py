@@ -18,13 +18,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import jwt
+import rnet
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from sluice.config import JwtConfig
+from sluice.upstream import UNREADABLE, read_capped, trusted_cas
 
 log = logging.getLogger("sluice.auth.jwt")
+_FETCH_FAILED: tuple[type[Exception], ...] = (*UNREADABLE, ValueError, jwt.PyJWTError)
 
 REFRESH_S = 300.0  # background JWKS refresh period
 RETRY_S = 30.0  # after a failed fetch
@@ -100,7 +102,7 @@ class JwtVerifier:
         self._last_kid_refresh = float("-inf")
         self._inflight: asyncio.Task[None] | None = None
         self._bg: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._client: rnet.Client | None = None
         self._cache: dict[bytes, Claims] = {}
         self.fetches = 0
 
@@ -112,11 +114,10 @@ class JwtVerifier:
         self._bg = asyncio.create_task(self._refresher())
 
     async def close(self) -> None:
-        """Stop the refresher and close the HTTP session."""
+        """Stop the refresher and drop the HTTP client."""
         if self._bg is not None:
             self._bg.cancel()
-        if self._session is not None:
-            await self._session.close()
+        self._client = None
 
     async def _refresher(self) -> None:
         while True:
@@ -132,20 +133,23 @@ class JwtVerifier:
     async def _fetch(self) -> None:
         url = self.config.jwks_url
         assert url is not None
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
+        if self._client is None:
+            self._client = rnet.Client(
+                allow_redirects=False, cookie_store=False, no_proxy=True, verify=trusted_cas()
+            )
         self.fetches += 1
         try:
-            timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-            async with self._session.get(url, timeout=timeout, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise ValueError(f"HTTP {resp.status}")
-                body = await resp.content.read(MAX_JWKS_BYTES + 1)
+            async with asyncio.timeout(FETCH_TIMEOUT_S):
+                resp = await self._client.get(url)
+            if resp.status != 200:
+                await resp.close()
+                raise ValueError(f"HTTP {resp.status}")
+            body = await read_capped(resp, MAX_JWKS_BYTES + 1, FETCH_TIMEOUT_S)
             if len(body) > MAX_JWKS_BYTES:
                 raise ValueError("JWKS too large")
             self._keys = self._parse_jwks(json.loads(body))
             self._jwks_ok = True
-        except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
+        except _FETCH_FAILED as exc:
             self._jwks_ok = False
             log.warning("JWKS fetch failed (%s): %s", url, type(exc).__name__)
 
