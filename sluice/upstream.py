@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 
 _MAX_ERROR_BODY = 64 * 1024
 _USER_AGENT = f"sluice/{__version__}"
-# Everything rnet raises for a connection that failed or broke; its TimeoutError is apart
-# (rnet's own timeouts are never set here, but an upstream's TLS or pool layer may raise it).
+# Everything rnet raises for a call that could not be made or broke (a URL or header it
+# cannot send included, as aiohttp's InvalidURL was); its TimeoutError is apart (rnet's own
+# timeouts are never set here, but an upstream's TLS or pool layer may raise it).
 _BROKEN: tuple[type[Exception], ...] = (
     rnet_errors.ConnectionError,
     rnet_errors.ConnectionResetError,
@@ -50,6 +51,8 @@ _BROKEN: tuple[type[Exception], ...] = (
     rnet_errors.DNSResolverError,
     rnet_errors.StatusError,
     rnet_errors.RedirectError,
+    rnet_errors.BuilderError,
+    rnet_errors.URLParseError,
 )
 _TIMEOUTS: tuple[type[Exception], ...] = (TimeoutError, rnet_errors.TimeoutError)
 UNREADABLE = _TIMEOUTS + _BROKEN  # every way a call or a body can fail
@@ -268,6 +271,12 @@ class Upstream:
             return GatewayError(
                 "NETWORK_ERROR", f"could not reach provider {provider!r}: {type(exc).__name__}"
             )
+        except RuntimeError:  # rnet's word for a header value HTTP cannot carry
+            return GatewayError(
+                "PROVIDER_UNAVAILABLE",
+                f"provider {provider!r} has a key or header value that cannot be sent "
+                "(a control character, e.g. a trailing carriage return)",
+            )
         if resp.status < 300:
             return Opened(resp, 0, 0.0, headers_at, deadline, per_attempt, body)
         data = await read_capped(resp, _MAX_ERROR_BODY, per_attempt)
@@ -313,6 +322,7 @@ async def read_capped(resp: rnet.Response, limit: int, wait_s: float) -> bytes:
     body sent until then. A body cut short is closed, which drops its connection."""
     parts: list[bytes] = []
     size = 0
+    whole = False
     try:
         async with asyncio.timeout(wait_s):
             async for chunk in resp.stream():
@@ -320,8 +330,10 @@ async def read_capped(resp: rnet.Response, limit: int, wait_s: float) -> bytes:
                 size += len(chunk)
                 if size >= limit:
                     break
+            else:
+                whole = True
     except UNREADABLE:
         pass
-    if size >= limit or not parts:
+    if not whole:
         await resp.close()
     return b"".join(parts)[:limit]
