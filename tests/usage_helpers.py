@@ -144,7 +144,14 @@ class CuttableProxy:
     def cut(self) -> None:
         self._call(self._stop())
 
+    async def _settle(self) -> None:
+        """Let the connection handlers see their aborted sockets and end."""
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending, timeout=2)
+
     def close(self) -> None:
         self.cut()
+        self._call(self._settle())  # no "Task was destroyed but it is pending" at exit
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
