@@ -38,6 +38,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not msg.get("more_body"):
             break
     stream = bool(orjson.loads(body).get("stream")) if body else False
+    if CLIENT[0] == "rnet":
+        await _via_rnet(scope["path"], body, stream, send)
+        return
     if _session is None:
         _session = aiohttp.ClientSession()
     headers = {"content-type": "application/json", "authorization": "Bearer sk-upstream"}
@@ -54,14 +57,39 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
 
 
+CLIENT = ["aiohttp"]  # --client; rnet is Sluice's client (bench.experiments.floors measures it)
+_rnet: Any = None
+
+
+async def _via_rnet(path: str, body: bytes, stream: bool, send: Any) -> None:
+    global _rnet
+    import rnet
+
+    if _rnet is None:
+        _rnet = rnet.Client(allow_redirects=False, cookie_store=False, no_proxy=True)
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-upstream"}
+    resp = await _rnet.post(UPSTREAMS[stream] + path, body=body, headers=headers)
+    ctype = resp.headers.get("content-type") or b"application/json"
+    await send({"type": "http.response.start", "status": resp.status,
+                "headers": [(b"content-type", ctype)]})  # fmt: skip
+    if not stream:
+        await send({"type": "http.response.body", "body": await resp.bytes()})
+        return
+    async for chunk in resp.stream():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 def main() -> None:
     """Serve the bare proxy."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--client", choices=("aiohttp", "rnet"), default="aiohttp")
     ap.add_argument("--json", required=True, help="non-streamed upstream, http://host:port")
     ap.add_argument("--sse", required=True, help="streaming upstream, http://host:port")
     args = ap.parse_args()
     UPSTREAMS[False], UPSTREAMS[True] = args.json.rstrip("/"), args.sse.rstrip("/")
+    CLIENT[0] = args.client
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
                 lifespan="on", access_log=False, log_level="warning")  # fmt: skip
 

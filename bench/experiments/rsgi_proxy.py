@@ -1,5 +1,5 @@
-"""The bare proxy of bench/bare_proxy.py as a granian RSGI app, with aiohttp or pyreqwest as
-its client (`FLOOR_CLIENT`); used by bench.experiments.floors only, never by Sluice.
+"""The bare proxy of bench/bare_proxy.py as a granian RSGI app, with aiohttp, pyreqwest or
+rnet as its client (`FLOOR_CLIENT`); used by bench.experiments.floors only, never by Sluice.
 
     FLOOR_CLIENT=pyreqwest FLOOR_JSON=http://h:p FLOOR_SSE=http://h:p \
         granian --interface rsgi bench.experiments.rsgi_proxy:app
@@ -32,6 +32,21 @@ async def app(scope: Any, proto: Any) -> None:
         resp = await _client.post(url).headers(HEADERS).body_bytes(body).build().send()
         ctype = resp.headers.get("content-type", "application/json")
         proto.response_bytes(resp.status, [("content-type", ctype)], await resp.bytes())
+        return
+    if CLIENT == "rnet":
+        import rnet
+
+        if _client is None:
+            _client = rnet.Client(allow_redirects=False, cookie_store=False, no_proxy=True)
+        resp = await _client.post(url, body=body, headers=HEADERS)
+        raw = resp.headers.get("content-type")
+        ctype = raw.decode() if raw is not None else "application/json"
+        if not stream:
+            proto.response_bytes(resp.status, [("content-type", ctype)], await resp.bytes())
+            return
+        tx = proto.response_stream(resp.status, [("content-type", ctype)])
+        async for chunk in resp.stream():
+            await tx.send_bytes(chunk)
         return
     import aiohttp
 
