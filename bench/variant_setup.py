@@ -118,13 +118,16 @@ def _sluice(args: list[str], env: dict[str, str]) -> str:
 
 
 def side_threads(pid: int) -> tuple[float, int]:
-    """CPU seconds and context switches of every thread but the event loop's (the storage
-    driver's threads: aiosqlite runs each query on one, so a query per request shows here)."""
+    """CPU seconds and context switches of the storage side's threads: every thread but the
+    event loop's and the provider client's (rnet's tokio threads, which serve every request
+    and would drown what storage costs). A storage query per request shows here."""
     ticks, switches = 0, 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         if task.name == str(pid):
             continue
         try:
+            if (task / "comm").read_text().startswith("tokio"):
+                continue
             stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
             status = (task / "status").read_text()
         except OSError:
