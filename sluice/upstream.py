@@ -67,9 +67,9 @@ class Opened:
     attempts: int
     started: float  # monotonic time the successful attempt was sent
     headers_at: float  # monotonic time its headers arrived
-    deadline: float = 0.0  # monotonic: the request's deadline bounds reading the body too
-    stall_s: float = 60.0  # the longest wait for the next piece of the body
-    body: bytes | None = None  # a whole (not event-stream) answer, read during the attempt
+    deadline: float  # monotonic: the request's deadline bounds reading the body too
+    stall_s: float  # the longest wait for the next piece of the body
+    body: bytes | None  # a whole (not event-stream) answer, read during the attempt
 
     @property
     def status(self) -> int:
@@ -140,22 +140,10 @@ class Upstream:
         self.retries_total = 0
 
     def client(self, provider: str) -> rnet.Client:
-        """The pooled keep-alive client for a provider (created on first use).
-
-        No cookie store: the client serves every tenant, so a provider's Set-Cookie must
-        never ride on the next caller's request. No proxy from the environment (aiohttp's
-        default too): an HTTP_PROXY meant for something else must not see provider keys."""
+        """The pooled keep-alive client for a provider (created on first use)."""
         c = self._clients.get(provider)
         if c is None:
-            c = rnet.Client(
-                user_agent=_USER_AGENT,
-                allow_redirects=False,
-                cookie_store=False,
-                no_proxy=True,
-                pool_idle_timeout=30,
-                verify=trusted_cas(),
-            )
-            self._clients[provider] = c
+            c = self._clients[provider] = new_client()
         return c
 
     async def close(self) -> None:
@@ -302,6 +290,23 @@ class Upstream:
         message = scrub(adapter.error_message(data), secrets)
         headers = {} if retry_after is None else {"Retry-After": retry_after.decode("latin-1")}
         return GatewayError("EXTERNAL_SERVICE_ERROR", message, status=status, headers=headers)
+
+
+def new_client() -> rnet.Client:
+    """A keep-alive client as Sluice calls out with (providers, the JWKS).
+
+    No cookie store: a client serves every tenant, so a provider's Set-Cookie must never ride
+    on the next caller's request. No proxy from the environment (aiohttp's default too): an
+    HTTP_PROXY meant for something else must not see provider keys. No redirects (SPEC §6).
+    Certificates always checked (`trusted_cas`)."""
+    return rnet.Client(
+        user_agent=_USER_AGENT,
+        allow_redirects=False,
+        cookie_store=False,
+        no_proxy=True,
+        pool_idle_timeout=30,
+        verify=trusted_cas(),
+    )
 
 
 def trusted_cas() -> Path | bool:

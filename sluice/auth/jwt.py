@@ -23,7 +23,7 @@ import rnet
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from sluice.config import JwtConfig
-from sluice.upstream import UNREADABLE, read_capped, trusted_cas
+from sluice.upstream import UNREADABLE, new_client, read_capped
 
 log = logging.getLogger("sluice.auth.jwt")
 _FETCH_FAILED: tuple[type[Exception], ...] = (*UNREADABLE, ValueError, jwt.PyJWTError)
@@ -134,9 +134,7 @@ class JwtVerifier:
         url = self.config.jwks_url
         assert url is not None
         if self._client is None:
-            self._client = rnet.Client(
-                allow_redirects=False, cookie_store=False, no_proxy=True, verify=trusted_cas()
-            )
+            self._client = new_client()
         self.fetches += 1
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
