@@ -81,17 +81,19 @@ class FakeOpenAI(FakeServer):
             await asyncio.sleep(0.3)
         if model.endswith("-hang"):
             await asyncio.sleep(60)
-        if model.endswith("-flaky"):
-            user = str(body.get("user", ""))
-            if user not in self._seen_users:
-                self._seen_users.add(user)
-                return self._error(500, "transient failure", "server_error")
-        if model.endswith("-bodyreset"):
-            user = str(body.get("user", ""))
-            if user not in self._seen_users:
-                self._seen_users.add(user)
-                return await self._broken_body(request)
+        if model.endswith("-flaky") and self._first_time(body):
+            return self._error(500, "transient failure", "server_error")
+        if model.endswith("-bodyreset") and self._first_time(body):
+            return await self._broken_body(request)
         return None
+
+    def _first_time(self, body: dict[str, Any]) -> bool:
+        """Whether this request's `user` value is new (the faults that happen once)."""
+        user = str(body.get("user", ""))
+        if user in self._seen_users:
+            return False
+        self._seen_users.add(user)
+        return True
 
     @staticmethod
     async def _broken_body(request: web.Request) -> web.StreamResponse:
