@@ -31,7 +31,9 @@ from sluice.usage import new_record
 BIG = 10**9  # caps no run reaches: every request is admitted
 
 
-def settings(redis_url: str | None, prefix: str, limits: bool) -> config.Settings:
+def settings(
+    redis_url: str | None, prefix: str, limits: bool, concurrent: bool = True
+) -> config.Settings:
     data: dict[str, Any] = {
         "providers": {"openai": {"kind": "openai", "api_key": "sk-bench"}},
         "models": [{"match": "gpt-*", "provider": "openai"}],
@@ -40,7 +42,7 @@ def settings(redis_url: str | None, prefix: str, limits: bool) -> config.Setting
     }
     if limits:
         data["limits"] = [
-            {"scope": "key", "rpm": BIG, "tpm": BIG, "concurrent": BIG},
+            {"scope": "key", "rpm": BIG, "tpm": BIG, **({"concurrent": BIG} if concurrent else {})},
             {"scope": "team", "rpm": BIG},
         ]
         data["budgets"] = [{"scope": "key", "usd": 1e6, "period": "month"}]
@@ -184,6 +186,8 @@ async def main(redis_url: str | None, n: int) -> None:
         off, on = settings(url, prefix, False), settings(url, prefix, True)
         show(f"{label}: limits off (admit+settle)", await admission(off, n, False))
         show(f"{label}: 4 limits + budget, admit+settle", await admission(on, n, False))
+        leased = settings(url, prefix + "l:", True, concurrent=False)
+        show(f"{label}: 3 limits + budget (no concurrent)", await admission(leased, n, False))
         if url:
             show(f"{label}: same, settle round trip awaited", await admission(on, n, True))
         show(f"{label}: same, 100 at once (wall µs / request)", await admission_concurrent(on, n))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -130,6 +131,49 @@ class _Protocol(asyncio.Protocol):
         self.client._drop(self, ConnectionError("Redis connection lost"))
 
 
+class _Subscription(asyncio.Protocol):
+    """A connection in subscribe mode: each message's payload goes to `on_message`."""
+
+    def __init__(self, on_message: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+        self.on_message = on_message
+        self.on_lost = on_lost
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        try:
+            while pos < len(buf):
+                reply, pos = parse(buf, pos)
+                if isinstance(reply, list) and reply and reply[0] == b"message":
+                    self.on_message(reply[2])
+                elif isinstance(reply, list) and reply and reply[0] == b"subscribe":
+                    if not self.ready.done():
+                        self.ready.set_result(None)
+                elif isinstance(reply, RespError) and not self.ready.done():
+                    self.ready.set_exception(reply)  # AUTH refused
+        except _Incomplete:
+            pass
+        except (ValueError, ConnectionError, IndexError) as exc:
+            if not self.ready.done():
+                self.ready.set_exception(ConnectionError(f"bad reply from Redis: {exc}"))
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("Redis connection lost"))
+        self.on_lost()
+
+
 class RespClient:
     """One pipelined connection to the Redis at `url` (redis:// or rediss://)."""
 
@@ -235,6 +279,36 @@ class RespClient:
                 fut.set_exception(exc)
         if self._watch is not None and self._watch is not asyncio.current_task():
             self._watch.cancel()
+
+    async def subscribe(
+        self, channel: str, on_message: Callable[[bytes], None], on_lost: Callable[[], None]
+    ) -> asyncio.Transport:
+        """A second connection subscribed to `channel`; returns once Redis confirmed, so
+        every message published after that reaches `on_message`. `on_lost` is called when
+        the connection ends (close the returned transport to end it)."""
+        loop = asyncio.get_running_loop()
+        transport, proto = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _Subscription(on_message, on_lost),
+                self.host,
+                self.port,
+                ssl=self.ssl or None,
+            ),
+            self.timeout_s,
+        )
+        sub = proto
+        setup = []
+        if self.password:
+            user = (self.username,) if self.username else ()
+            setup.append(encode(("AUTH", *user, self.password)))
+        setup.append(encode(("SUBSCRIBE", channel)))
+        transport.write(b"".join(setup))
+        try:
+            await asyncio.wait_for(sub.ready, self.timeout_s)
+        except BaseException:
+            transport.abort()
+            raise
+        return transport
 
     async def close(self) -> None:
         """Close the connection (pending calls fail)."""

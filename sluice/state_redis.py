@@ -1,6 +1,27 @@
 """The Redis backend of `sluice.state`: one Lua script per reserve/settle, so limits and
 budgets hold across every instance sharing the Redis.
 
+Leases keep that round trip off most requests. A reservation on a window or a period
+(rpm, tpm, budgets) that is far from its cap also takes a lease: `LEASE_REQUESTS` more of
+the same amount, counted in Redis at once. The instance then admits the following requests
+from its leases in memory, with no round trip, until one runs short. Redis grants a lease
+only while the counter stays `LEASE_MARGIN` × instances leases below its cap, so near the
+cap every request goes to Redis and the last of a window or budget is admitted exactly
+(N parallel requests against a cap of K admit exactly K); far from it, what other
+instances hold unused can only make a counter read high, never let one pass its cap. A
+period's lease unused for `LEASE_IDLE_S` goes back (windows simply end), and so do all of
+them when the instance stops; an instance that dies keeps its leases counted, so its crash
+can make a budget look more spent, never overspent. In-flight (`concurrent`) gauges are
+never leased: their slots come back with every request.
+
+The cache keeps its misses off Redis the same way. Every instance holds a directory of the
+cache keys Redis has (key → expiry): each store adds its key to an index (a sorted set by
+expiry) and publishes it on a channel; an instance loads the index once it has subscribed,
+then follows the channel. A lookup whose key is not in the directory is a miss with no
+round trip; only a probable hit is fetched. While the subscription is down, every lookup
+asks Redis as before, and the directory is reloaded when it comes back. A store on another
+instance is seen here once its message arrives (well under a millisecond on one host).
+
 Redis down (SPEC §6): the first failure logs one warning and switches to per-instance
 counters whose caps are divided by the number of live instances — the last count seen
 through the instances' heartbeats (a sorted set refreshed every few seconds), or
@@ -25,24 +46,28 @@ from sluice.state import Admission, Counter, MemoryState
 
 log = logging.getLogger("sluice.state")
 
-# KEYS: counters; ARGV: amount, cap, ttl_ms, floor, floor_ttl_ms per counter (see
-# state.Counter). A counter that is missing while this instance last saw it at `floor` was
-# lost by Redis (a restart without persistence): it resumes from `floor`, so a restart never
-# hands out a window's or a period's allowance again.
+# KEYS: counters; ARGV: amount, cap, ttl_ms, floor, floor_ttl_ms, lease per counter (see
+# state.Counter), then the lease margin. A counter that is missing while this instance last
+# saw it at `floor` was lost by Redis (a restart without persistence): it resumes from
+# `floor`, so a restart never hands out a window's or a period's allowance again.
 # Returns {0, i, value, pttl} when counter i would pass its cap (no count changed), else
-# {1, value1, ttl1, value2, ttl2, ...} after adding every amount.
+# {1, value1, ttl1, lease1, value2, ttl2, lease2, ...} after adding every amount, and a
+# lease on top where one was asked for and the counter stays `margin` leases below its cap
+# (see RedisState: far from the cap an instance admits from leases without a round trip).
 # Two calls a counter on the way through (Redis runs every instance's script on one core, so
 # this is the fleet's ceiling): a missing counter is created with its expiry (SET NX: its
 # floor, else 0), then INCRBY; one over its cap undoes what this call added. A window's or a
 # period's ttl is the one the caller computed from the same boundary as the key's expiry
 # (the key names the window), so it is returned rather than read back with PTTL.
 _RESERVE = """
+local margin = tonumber(ARGV[#ARGV])
 local out = {1}
+local added = {}
 for i = 1, #KEYS do
-  local amount = tonumber(ARGV[5*i-4])
-  local ttl = tonumber(ARGV[5*i-2])
-  if tonumber(ARGV[5*i-1]) > 0 then
-    redis.call('SET', KEYS[i], ARGV[5*i-1], 'PX', ARGV[5*i], 'NX')
+  local amount = tonumber(ARGV[6*i-5])
+  local ttl = tonumber(ARGV[6*i-3])
+  if tonumber(ARGV[6*i-2]) > 0 then
+    redis.call('SET', KEYS[i], ARGV[6*i-2], 'PX', ARGV[6*i-1], 'NX')
   elseif ttl > 0 then
     redis.call('SET', KEYS[i], 0, 'PX', ttl, 'NX')
   end
@@ -50,15 +75,24 @@ for i = 1, #KEYS do
   if ttl < 0 then
     redis.call('PEXPIRE', KEYS[i], -ttl)
   end
-  local cap = tonumber(ARGV[5*i-3])
+  local cap = tonumber(ARGV[6*i-4])
   if cap >= 0 and v > cap then
-    for j = 1, i do
-      redis.call('DECRBY', KEYS[j], tonumber(ARGV[5*j-4]))
+    redis.call('DECRBY', KEYS[i], amount)
+    for j = 1, i - 1 do
+      redis.call('DECRBY', KEYS[j], added[j])
     end
     return {0, i, v - amount, redis.call('PTTL', KEYS[i])}
   end
+  local lease = tonumber(ARGV[6*i])
+  if lease > 0 and (cap < 0 or v + lease * margin <= cap) then
+    v = redis.call('INCRBY', KEYS[i], lease)
+  else
+    lease = 0
+  end
+  added[i] = amount + lease
   out[#out+1] = v
   out[#out+1] = ttl < 0 and -ttl or (ttl > 0 and ttl or -1)
+  out[#out+1] = lease
 end
 return out
 """
@@ -94,6 +128,21 @@ end
 return 1
 """
 
+# KEYS: the blob, the cache index, the cache channel; ARGV: value, ttl_ms, expiry (epoch ms),
+# the blob's name (without the prefix), now (epoch ms). Stores the blob, indexes it by
+# expiry (dropping expired names; the index lives as long as its longest entry) and tells
+# every instance's directory.
+_STORE = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+redis.call('PUBLISH', KEYS[3], ARGV[4] .. ' ' .. ARGV[2])
+return 1
+"""
+
 # KEYS: the instances set; ARGV: this instance, now, stale-before. Returns live instances.
 _HEARTBEAT = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -101,6 +150,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('EXPIRE', KEYS[1], 60)
 return redis.call('ZCARD', KEYS[1])
 """
+
+LEASE_REQUESTS = 32  # a lease is this many more of the reserving request's amount
+LEASE_MARGIN = 4  # ... granted while the counter stays this many leases × instances below its cap
+LEASE_IDLE_S = 2.0  # a period's lease unused this long goes back to the shared counter
 
 _HEARTBEAT_S = 3.0
 _PROBE_S = 1.0
@@ -121,6 +174,7 @@ class Script:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
+        self.sent = False  # submitted with its source once
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
@@ -131,9 +185,25 @@ class Script:
             return await self.client.execute("EVAL", self.source, len(keys), *keys, *args)
 
     def submit(self, keys: Sequence[str], args: Sequence[Any], source: bool = False) -> Any:
-        """Send the script now; nobody waits for its reply (see RespClient.submit)."""
+        """Send the script now; nobody waits for its reply (see RespClient.submit). The first
+        time it goes with its source (which loads it), so a command sent after it never
+        overtakes it through a NOSCRIPT retry."""
+        source = source or not self.sent
+        self.sent = True
         cmd = ("EVAL", self.source) if source else ("EVALSHA", self.sha)
         return self.client.submit(*cmd, len(keys), *keys, *args, awaited=False)
+
+
+class _Lease:
+    """Allowance on one counter that Redis already counts and this instance hands out."""
+
+    __slots__ = ("left", "until", "used_at", "value")
+
+    def __init__(self, left: int, value: int, until: float, now: float) -> None:
+        self.left = left  # not yet handed out
+        self.value = value  # the shared counter after the lease was added
+        self.until = until  # the counter's window or period end (monotonic)
+        self.used_at = now
 
 
 class RedisState:
@@ -151,6 +221,7 @@ class RedisState:
         self._adjust = Script(self.redis, _ADJUST)
         self._recover = Script(self.redis, _RECOVER)
         self._heartbeat_script = Script(self.redis, _HEARTBEAT)
+        self._store = Script(self.redis, _STORE)
         self._pending: set[asyncio.Future[Any]] = set()  # replies nobody waits for
         self._batch: dict[str, int] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -159,10 +230,17 @@ class RedisState:
         # fallback from what was already spent instead of from zero.
         self.seen: dict[str, tuple[int, float]] = {}
         self._outage: dict[str, int] = {}  # spent on local counters while Redis was down
+        self._leases: dict[str, _Lease] = {}
+        # The cache directory: blob name -> expiry (monotonic); None while not subscribed.
+        self._directory: dict[str, float] | None = None
+        self._loading: dict[str, float] | None = None
+        self._subscription: asyncio.Transport | None = None
 
     def _fail(self, exc: BaseException) -> None:
         if not self.down:
             self.down = True
+            self._leases.clear()  # still counted in Redis: the outage starts from there
+            self._unsubscribe()
             log.warning(
                 "Redis unreachable (%s): limits fall back to per-instance counters at "
                 "limit / %d instances; the cache misses until it returns",
@@ -171,16 +249,25 @@ class RedisState:
             )
 
     async def reserve(self, counters: Sequence[Counter]) -> Admission:
-        """See `State.reserve`: one EVALSHA, or the local fallback while Redis is down."""
+        """See `State.reserve`: from this instance's leases when they cover every counter,
+        else one EVALSHA (taking leases where far from the cap), or the local fallback while
+        Redis is down."""
         now = time.monotonic()
         if not self.down:
+            leased = self._from_leases(counters, now)
+            if leased is not None:
+                return leased
             args: list[int] = []
             for c in counters:
                 floor, until = self.seen.get(c.key, (0, 0.0))
                 left_ms = int((until - now) * 1000)
                 if c.ttl_ms <= 0 or left_ms <= 0:
                     floor = left_ms = 0
-                args += (c.amount, c.cap, c.ttl_ms, floor, left_ms)
+                held = self._leases.get(c.key)
+                short = held is None or held.left < c.amount  # a lease that still covers stays
+                lease = LEASE_REQUESTS * c.amount if c.ttl_ms > 0 and short else 0
+                args += (c.amount, c.cap, c.ttl_ms, floor, left_ms, lease)
+            args.append(LEASE_MARGIN * max(1, self.instances))
             try:
                 raw = await self._reserve([self.prefix + c.key for c in counters], args)
             except _ERRORS as exc:
@@ -190,10 +277,7 @@ class RedisState:
                     failed = int(raw[1]) - 1
                     self._see(counters[failed], int(raw[2]), int(raw[3]), now)
                     return Admission(False, failed, [int(raw[2])], [int(raw[3])])
-                vals = [int(v) for v in raw[1:]]
-                for c, v, ttl in zip(counters, vals[0::2], vals[1::2], strict=True):
-                    self._see(c, v, ttl, now)
-                return Admission(True, -1, vals[0::2], vals[1::2])
+                return self._granted(counters, [int(v) for v in raw[1:]], now)
         got = self.local.reserve_now(counters, max(1, self.instances), self.seen)
         if got.ok:
             for c, ttl in zip(counters, got.ttls, strict=True):
@@ -203,24 +287,76 @@ class RedisState:
                     self._outage[c.key] = self._outage.get(c.key, 0) + c.amount
         return got
 
+    def _from_leases(self, counters: Sequence[Counter], now: float) -> Admission | None:
+        """Admit from leases in memory when every counter has one that covers its amount."""
+        leases = self._leases
+        found = []
+        for c in counters:
+            lease = leases.get(c.key)
+            if lease is None or lease.left < c.amount or lease.until <= now:
+                return None
+            found.append(lease)
+        values, ttls = [], []
+        for c, lease in zip(counters, found, strict=True):
+            lease.left -= c.amount
+            lease.used_at = now
+            values.append(lease.value - lease.left)
+            ttls.append(int((lease.until - now) * 1000))
+        return Admission(True, -1, values, ttls)
+
+    def _granted(self, counters: Sequence[Counter], raw: list[int], now: float) -> Admission:
+        """Record what a successful EVALSHA returned (value, ttl, lease per counter)."""
+        values, ttls = raw[0::3], raw[1::3]
+        for i, (c, lease) in enumerate(zip(counters, raw[2::3], strict=True)):
+            v, ttl = values[i], ttls[i]
+            self._see(c, v, ttl, now)
+            held = self._leases.get(c.key)
+            if lease > 0:
+                if held is None or held.until <= now:
+                    held = self._leases[c.key] = _Lease(0, v, now + ttl / 1000, now)
+                held.left += lease
+            if held is not None:
+                held.value = v
+                values[i] = v - held.left  # what is handed out, as far as this instance knows
+        return Admission(True, -1, values, ttls)
+
     def _see(self, c: Counter, value: int, ttl_ms: int, now: float) -> None:
         if c.ttl_ms > 0 and ttl_ms > 0:
             self.seen[c.key] = (value, now + ttl_ms / 1000)
 
     def adjust(self, deltas: Sequence[tuple[str, int]], local: bool = False) -> None:
-        """See `State.adjust`: local reservations settle locally, others in a background batch."""
+        """See `State.adjust`: local reservations settle locally; a counter this instance
+        holds a lease on settles into the lease; others in a background batch."""
         if local:
             self.local.adjust(deltas)
             return
         if self.down or not deltas:
             return  # the Redis reservation expires with its window or period
         batch = self._batch
-        if not batch:
-            # Every settlement of this loop iteration goes in one script call: under load
-            # that is one round trip for many requests.
-            asyncio.get_running_loop().call_soon(self._flush)
+        leases = self._leases
         for key, delta in deltas:
+            lease = leases.get(key)
+            if lease is not None:
+                left = lease.left - delta
+                if left >= 0:  # handed back to (or taken from) what this instance holds
+                    lease.left = left
+                    continue
+                lease.left, delta = 0, -left  # the part the lease cannot cover goes to Redis
+            if not batch:
+                # Every settlement of this loop iteration goes in one script call: under
+                # load that is one round trip for many requests.
+                asyncio.get_running_loop().call_soon(self._flush)
             batch[key] = batch.get(key, 0) + delta
+
+    def _return_leases(self, now: float, idle_before: float) -> None:
+        """Give back what leases unused since `idle_before` hold; forget ended ones."""
+        for key, lease in list(self._leases.items()):
+            if lease.until <= now:
+                del self._leases[key]  # the window or period is over: nothing to give back
+            elif lease.used_at <= idle_before:
+                del self._leases[key]
+                if lease.left:
+                    self.adjust([(key, -lease.left)])
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, {}
@@ -262,17 +398,24 @@ class RedisState:
         except _ERRORS as exc:
             self._fail(exc)
             return await self.local.peek(keys)
-        return [(int(raw[i] or 0), int(raw[i + 1])) for i in range(0, len(raw), 2)]
+        out = []
+        for key, i in zip(keys, range(0, len(raw), 2), strict=True):
+            lease = self._leases.get(key)
+            held = lease.left if lease is not None else 0  # counted, not yet handed out
+            out.append((max(0, int(raw[i] or 0) - held), int(raw[i + 1])))
+        return out
 
     async def get_blob(self, key: str) -> bytes | None:
         """See `State.get_blob`; a miss while Redis is down."""
         return await self.get_blob_soon(key)
 
     def get_blob_soon(self, key: str) -> asyncio.Future[bytes | None]:
-        """See `State.get_blob_soon`: the GET is written now, so it shares the round trip of
-        whatever is sent next (the request's reservation)."""
+        """See `State.get_blob_soon`: a key the directory does not hold is a miss at once;
+        otherwise the GET is written now, so it shares the round trip of whatever is sent
+        next."""
         blob: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        if self.down:
+        directory = self._directory
+        if self.down or (directory is not None and directory.get(key, 0.0) <= time.monotonic()):
             blob.set_result(None)
             return blob
         self.redis.submit("GET", self.prefix + key).add_done_callback(
@@ -288,12 +431,90 @@ class RedisState:
             blob.set_result(reply if isinstance(reply, bytes) else None)
 
     def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
-        """See `State.set_blob`: written now, its reply watched, not waited for."""
-        if not self.down:
-            ttl_ms = max(1, int(ttl_s * 1000))
-            self._unwaited(
-                self.redis.submit("SET", self.prefix + key, value, "PX", ttl_ms, awaited=False)
+        """See `State.set_blob`: written now, its reply watched, not waited for; every
+        instance's directory learns the key."""
+        if self.down:
+            return
+        ttl_ms = max(1, int(ttl_s * 1000))
+        self._listed(key, ttl_ms)
+        now_ms = int(time.time() * 1000)
+        keys = [self.prefix + key, self.prefix + "cache-index", self.prefix + "cache"]
+        args = [value, ttl_ms, now_ms + ttl_ms, key, now_ms]
+        self._unwaited(
+            self._store.submit(keys, args), partial(self._store.submit, keys, args, True)
+        )
+
+    # ---- the cache directory -------------------------------------------------------------
+
+    @property
+    def directory_live(self) -> bool:
+        """Whether lookups consult the directory (subscribed and loaded)."""
+        return self._directory is not None
+
+    def _listed(self, key: str, ttl_ms: int) -> None:
+        """Note a stored key in the directory (and in one being loaded)."""
+        until = time.monotonic() + ttl_ms / 1000
+        for directory in (self._directory, self._loading):
+            if directory is not None:
+                self._bounded(directory, key)[key] = until
+
+    def _bounded(self, directory: dict[str, float], key: str) -> dict[str, float]:
+        """Room for `key`: expired names go first, then the oldest (a name dropped early
+        only turns a hit into a miss)."""
+        cap = 2 * self.local._max_blobs
+        if len(directory) >= cap and key not in directory:
+            now = time.monotonic()
+            for name in [k for k, until in directory.items() if until <= now]:
+                del directory[name]
+            while len(directory) >= cap:
+                del directory[next(iter(directory))]
+        return directory
+
+    def _announced(self, payload: bytes) -> None:
+        key, _, ttl = payload.decode(errors="replace").rpartition(" ")
+        if key and ttl.isdigit():
+            self._listed(key, int(ttl))
+
+    def _subscription_lost(self) -> None:
+        self._directory = self._loading = None  # lookups ask Redis until it is reloaded
+        self._subscription = None
+
+    def _unsubscribe(self) -> None:
+        sub, self._subscription = self._subscription, None
+        self._directory = self._loading = None
+        if sub is not None:
+            sub.abort()
+
+    async def _subscribe(self) -> None:
+        """Follow the cache channel, then load the index: a store between the two is both
+        in the index and announced, none is missed."""
+        try:
+            self._subscription = await self.redis.subscribe(
+                self.prefix + "cache", self._announced, self._subscription_lost
             )
+            loading = self._loading = {}  # what is announced while the index loads
+            now_ms = int(time.time() * 1000)
+            raw = await self.redis.execute(
+                "ZRANGEBYSCORE",
+                self.prefix + "cache-index",
+                now_ms,
+                "+inf",
+                "WITHSCORES",
+                "LIMIT",
+                0,
+                2 * self.local._max_blobs,
+            )
+        except (*_ERRORS, ConnectionError) as exc:
+            self._unsubscribe()
+            self._fail(exc)
+            return
+        now = time.monotonic()
+        directory: dict[str, float] = {}
+        for name, expires in zip(raw[0::2], raw[1::2], strict=True):
+            directory[name.decode(errors="replace")] = now + (float(expires) - now_ms) / 1000
+        if self._subscription is not None and self._loading is loading:
+            directory.update(loading)
+            self._directory, self._loading = directory, None
 
     async def start(self) -> None:
         """Start the heartbeat / reconnect loop."""
@@ -305,6 +526,8 @@ class RedisState:
             now = time.monotonic()
             for key in [k for k, (_, until) in self.seen.items() if until <= now]:
                 del self.seen[key]  # the window or period is over
+            if not self.down:
+                self._return_leases(now, now - LEASE_IDLE_S)
             if self.down:
                 try:
                     await self.redis.execute("PING")
@@ -314,6 +537,8 @@ class RedisState:
                     self.down = False
                     log.warning("Redis is reachable again: shared limits and cache resumed")
                     await self._rejoin()
+            if not self.down and self._subscription is None:
+                await self._subscribe()
             if not self.down and time.monotonic() >= beat_at:
                 beat_at = time.monotonic() + _HEARTBEAT_S
                 await self._heartbeat()
@@ -351,6 +576,10 @@ class RedisState:
         """Stop the loop, let pending settlements finish, leave the heartbeat set."""
         if self._loop_task is not None:
             self._loop_task.cancel()
+        self._unsubscribe()
+        if not self.down:
+            now = time.monotonic()
+            self._return_leases(now, now)
         self._flush()
         if self._pending:  # held settlements leave within the client's hold_s
             await asyncio.wait(list(self._pending), timeout=2)

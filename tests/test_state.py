@@ -256,3 +256,120 @@ async def test_jwt_entitlements_apply_at_the_user() -> None:
         )
         is None
     )
+
+
+def _redis_value(url: str, key: str) -> int:
+    import redis
+
+    raw = redis.Redis.from_url(url)
+    try:
+        return int(raw.get(key) or 0)
+    finally:
+        raw.close()
+
+
+async def test_far_from_the_cap_requests_are_admitted_from_a_lease(redis_url: str) -> None:
+    """The first reservation takes a lease of LEASE_REQUESTS more; the next ones come out of
+    it without touching Redis, and the instance gives back what it did not hand out when it
+    stops, so the shared counter ends at exactly what was admitted."""
+    from sluice.state_redis import LEASE_REQUESTS
+
+    pfx = prefix()
+    st = RedisState(redis_url, pfx, 1, MemoryState(100))
+    try:
+        c = Counter("rpm", 1, 1_000_000, 60_000)
+        first = await st.reserve([c])
+        assert first.ok and first.values == [1]
+        assert _redis_value(redis_url, pfx + "rpm") == 1 + LEASE_REQUESTS
+        seen = [(await st.reserve([c])).values[0] for _ in range(LEASE_REQUESTS)]
+        assert seen == list(range(2, LEASE_REQUESTS + 2))  # each saw its own slot go
+        assert _redis_value(redis_url, pfx + "rpm") == 1 + LEASE_REQUESTS  # no round trip
+        assert (await st.reserve([c])).values == [LEASE_REQUESTS + 2]  # the lease ran out
+        assert _redis_value(redis_url, pfx + "rpm") == 2 + 2 * LEASE_REQUESTS
+        # A settlement moves the lease, not Redis: 5 handed back are handed out again.
+        st.adjust([("rpm", -5)])
+        assert (await st.reserve([c])).values == [LEASE_REQUESTS - 2]
+        assert [v for v, _ in await st.peek(["rpm"])] == [LEASE_REQUESTS - 2]
+    finally:
+        await st.close()
+    assert _redis_value(redis_url, pfx + "rpm") == LEASE_REQUESTS - 2
+    drop_prefix(redis_url, pfx)
+
+
+async def test_leases_never_let_two_instances_pass_a_cap(redis_url: str) -> None:
+    """Two instances hammering one counter: leases are granted only far from the cap, so
+    together they admit no more than the cap, and near it they go to Redis for each request
+    and admit up to it; once both stop, the counter holds exactly what they admitted."""
+    pfx = prefix()
+    cap = 2_000
+    a = RedisState(redis_url, pfx, 2, MemoryState(100))
+    b = RedisState(redis_url, pfx, 2, MemoryState(100))
+    try:
+        c = Counter("budget", 3, cap, 3_600_000)
+
+        async def spend(st: RedisState) -> int:
+            admitted = 0
+            for _ in range(cap):  # bounded: far more than the cap allows
+                if not (await st.reserve([c])).ok:
+                    return admitted
+                admitted += 1
+            return admitted
+
+        got = await asyncio.gather(spend(a), spend(b), spend(a), spend(b))
+        admitted = sum(got) * 3
+        assert admitted <= cap
+        assert admitted > cap - 3 * 2 * 3 * 32  # at most each instance's last lease unused
+        # A settlement that gives tokens back lets both go on up to the cap.
+        a.adjust([("budget", -30)])
+        await a.close()
+        await b.close()
+        assert _redis_value(redis_url, pfx + "budget") == admitted - 30
+    finally:
+        drop_prefix(redis_url, pfx)
+
+
+def _gets(server: Any) -> int:
+    stats = server.client().info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+async def _until(check: Any, seconds: float = 3.0) -> None:
+    end = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_cache_directory_keeps_misses_off_redis(tmp_path: Path) -> None:
+    """A lookup of a key no instance stored is a miss without a GET; a key stored by another
+    instance, before this one started or after, is fetched; while the subscription is
+    down, every lookup asks Redis again."""
+    with redis_server(tmp_path) as server:
+        a = RedisState(server.url, "d:", 1, MemoryState(100))
+        await a.start()
+        await _until(lambda: a.directory_live)
+        a.set_blob("early", b"one", 60)
+        b = RedisState(server.url, "d:", 1, MemoryState(100))
+        await b.start()
+        await _until(lambda: b.directory_live)
+        assert await b.get_blob("early") == b"one"  # loaded from the index
+        before = _gets(server)
+        assert [await b.get_blob(f"absent-{i}") for i in range(20)] == [None] * 20
+        assert _gets(server) == before  # no round trip for a miss
+        a.set_blob("late", b"two", 60)
+        for _ in range(300):  # announced on the channel (bounded wait)
+            if await b.get_blob("late") == b"two":
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("b never saw the key a stored")
+        # The subscription drops: lookups go to Redis until the directory is back.
+        server.client().client_kill_filter(_type="pubsub")
+        await _until(lambda: not b.directory_live)
+        before = _gets(server)
+        assert await b.get_blob("absent") is None
+        assert _gets(server) == before + 1
+        await _until(lambda: b.directory_live)  # the background loop subscribed again
+        assert await b.get_blob("late") == b"two"
+        await a.close()
+        await b.close()
