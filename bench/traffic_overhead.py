@@ -126,6 +126,33 @@ async def admission_concurrent(s: config.Settings, n: int, width: int = 100) -> 
     return times
 
 
+async def bench_variant(s: config.Settings, n: int) -> list[float]:
+    """Per-request µs of what `make bench`'s traffic variant adds: a key rpm + tpm limit
+    (admit, x-ratelimit headers, settle) and a cache miss (slot, lookup, store)."""
+    st = state.build(s.redis.url, s.redis.prefix, 1, 1000)
+    await st.start()
+    traffic, cache = Traffic(s, st, Prices(s)), ResponseCache(s.cache, st)
+    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
+    principal = Principal("key", team="team-1", key_id="key-1")
+    answer = b'{"id":"c1","object":"chat.completion","choices":[]}'
+    times = []
+    raw = b'{"model":"gpt-4o-mini","max_tokens":64,"messages":[{"role":"user","content":"%d"}]}'
+    for i in range(n):
+        req, op = request(), chat_operation(schema.parse_chat(raw % i))
+        rec = new_record("r", "POST", "/v1/chat/completions")
+        rec.prompt_tokens, rec.completion_tokens, rec.cost_usd = 60, 20, 0.00002
+        t = time.perf_counter()
+        slot = cache.open_slot(req, principal, plan, op)
+        ticket = await traffic.admit(req, principal, plan, op)
+        assert slot is not None and ticket is not None
+        assert await cache.lookup(req, slot) is None
+        cache.store_answer(slot, "openai", answer, None)
+        ticket.settle(rec)
+        times.append((time.perf_counter() - t) * 1e6)
+    await st.close()
+    return times
+
+
 async def cache_hit(s: config.Settings, n: int, stream: bool) -> list[float]:
     """Per-request µs of a cache lookup that hits and its replay."""
     st = state.build(s.redis.url, s.redis.prefix, 1, 1000)
@@ -184,6 +211,19 @@ async def main(redis_url: str | None, n: int) -> None:
     for label, url in backends:
         prefix = f"sluicebench:{uuid.uuid4().hex[:8]}:"
         off, on = settings(url, prefix, False), settings(url, prefix, True)
+        variant = config.from_mapping(
+            {
+                "providers": {"openai": {"kind": "openai", "api_key": "sk-bench"}},
+                "models": [{"match": "gpt-*", "provider": "openai"}],
+                "cache": {"enabled": True},
+                "redis": {"url": url, "prefix": prefix + "v:"},
+                "limits": [{"scope": "key", "rpm": BIG, "tpm": BIG}],
+            }
+        )
+        show(
+            f"{label}: make bench's traffic variant (key rpm+tpm, miss)",
+            await bench_variant(variant, n),
+        )
         show(f"{label}: limits off (admit+settle)", await admission(off, n, False))
         show(f"{label}: 4 limits + budget, admit+settle", await admission(on, n, False))
         leased = settings(url, prefix + "l:", True, concurrent=False)

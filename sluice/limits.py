@@ -56,6 +56,7 @@ class LimitCheck(NamedTuple):
     scope: str
     cap: int
     counter: Counter
+    cap_bytes: bytes  # the cap as its x-ratelimit-limit-* header value
 
 
 def duration(ms: int) -> str:
@@ -64,6 +65,17 @@ def duration(ms: int) -> str:
         return f"{max(ms, 0)}ms"
     s = math.ceil(ms / 1000)
     return f"{s}s" if s < 60 else f"{s // 60}m{s % 60}s"
+
+
+# A window's reset is at most a minute away: its header values, by whole seconds.
+_RESETS = tuple(duration(s * 1000).encode() for s in range(61))
+
+
+def reset_bytes(ms: int) -> bytes:
+    """`duration(ms)` as a header value (table lookups for a window's whole seconds)."""
+    if 1000 <= ms <= 60_000:
+        return _RESETS[-(-ms // 1000)]
+    return duration(ms).encode()
 
 
 def native_max_tokens(body: bytes) -> int:
@@ -148,20 +160,20 @@ class Ticket:
     def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits."""
         values, ttls = self.admission.values, self.admission.ttls
-        best: dict[str, tuple[int, int, int]] = {}  # kind -> (left, cap, ttl)
+        best: dict[str, tuple[int, LimitCheck, int]] = {}  # kind -> (left, limit, ttl)
         for i, c in enumerate(self.limits):
             if c.kind != "concurrent":
                 left = c.cap - values[i]
                 seen = best.get(c.kind)
                 if seen is None or left < seen[0]:
-                    best[c.kind] = (left, c.cap, ttls[i])
+                    best[c.kind] = (left, c, ttls[i])
         out: list[tuple[bytes, bytes]] = []
-        for kind, (left, cap, ttl) in best.items():
+        for kind, (left, c, ttl) in best.items():
             limit, remaining, reset = _HEADER_NAMES[kind]
             out += (
-                (limit, b"%d" % cap),
+                (limit, c.cap_bytes),
                 (remaining, b"%d" % (left if left > 0 else 0)),
-                (reset, duration(ttl).encode()),
+                (reset, reset_bytes(ttl)),
             )
         return out
 
@@ -312,7 +324,7 @@ class Traffic:
                 counter = Counter(f"c:{scope}:{ident}", 1, cap, -self.inflight_ttl_ms)
             else:  # a template: `_limits` sets the amount and the window's TTL
                 counter = Counter(f"{kind[0]}:{scope}:{ident}:{window}", 0, cap, 0)
-            out.append(LimitCheck(kind, scope, cap, counter))
+            out.append(LimitCheck(kind, scope, cap, counter, b"%d" % cap))
         return out
 
     def _budgets(
@@ -321,6 +333,8 @@ class Traffic:
         """The caller's budgets (amounts not set) with each period's reset in epoch ms,
         resolved once per caller and UTC day."""
         own = principal.limits
+        if not self.budget_rules and not own.get("budget_usd"):
+            return []
         ck = (
             _caller(principal, req, self._budget_by_ip),
             *(time.time() // 86_400, own.get("budget_usd"), own.get("budget_period")),

@@ -129,8 +129,9 @@ class MemoryState:
                     return Admission(False, i, [cur], [_ttl_left(slot, now)], divisor > 1)
             slots.append(slot)
         values, ttls = [], []
-        for (key, amount, _, ttl_ms), found in zip(counters, slots, strict=True):
-            slot = found if found is not None else table.setdefault(key, [0, 0.0])
+        for (key, amount, _, ttl_ms), slot in zip(counters, slots, strict=True):
+            if slot is None:
+                slot = table.setdefault(key, [0, 0.0])
             slot[0] += amount
             if ttl_ms < 0 or (ttl_ms > 0 and not slot[1]):
                 slot[1] = now + abs(ttl_ms) / 1000
