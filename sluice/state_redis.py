@@ -37,6 +37,7 @@ import hashlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -232,8 +233,8 @@ class RedisState:
         self._outage: dict[str, int] = {}  # spent on local counters while Redis was down
         self._leases: dict[str, _Lease] = {}
         # The cache directory: blob name -> expiry (monotonic); None while not subscribed.
-        self._directory: dict[str, float] | None = None
-        self._loading: dict[str, float] | None = None
+        self._directory: OrderedDict[str, float] | None = None
+        self._loading: OrderedDict[str, float] | None = None
         self._subscription: asyncio.Transport | None = None
 
     def _fail(self, exc: BaseException) -> None:
@@ -458,17 +459,18 @@ class RedisState:
             if directory is not None:
                 self._bounded(directory, key)[key] = until
 
-    def _bounded(self, directory: dict[str, float], key: str) -> dict[str, float]:
-        """Room for `key`: expired names go first, then the oldest (a name dropped early
-        only turns a hit into a miss)."""
-        cap = 2 * self.local._max_blobs
-        if len(directory) >= cap and key not in directory:
-            now = time.monotonic()
+    def _bounded(self, directory: OrderedDict[str, float], key: str) -> OrderedDict[str, float]:
+        """Room for `key`: the oldest name goes when full (a name dropped early only turns a
+        hit into a miss; expired ones are swept every second by the background loop)."""
+        if len(directory) >= 2 * self.local._max_blobs and key not in directory:
+            directory.popitem(last=False)
+        return directory
+
+    def _sweep_directory(self, now: float) -> None:
+        directory = self._directory
+        if directory is not None:
             for name in [k for k, until in directory.items() if until <= now]:
                 del directory[name]
-            while len(directory) >= cap:
-                del directory[next(iter(directory))]
-        return directory
 
     def _announced(self, payload: bytes) -> None:
         key, _, ttl = payload.decode(errors="replace").rpartition(" ")
@@ -492,7 +494,7 @@ class RedisState:
             self._subscription = await self.redis.subscribe(
                 self.prefix + "cache", self._announced, self._subscription_lost
             )
-            loading = self._loading = {}  # what is announced while the index loads
+            loading = self._loading = OrderedDict()  # announced while the index loads
             now_ms = int(time.time() * 1000)
             raw = await self.redis.execute(
                 "ZRANGEBYSCORE",
@@ -509,7 +511,7 @@ class RedisState:
             self._fail(exc)
             return
         now = time.monotonic()
-        directory: dict[str, float] = {}
+        directory: OrderedDict[str, float] = OrderedDict()
         for name, expires in zip(raw[0::2], raw[1::2], strict=True):
             directory[name.decode(errors="replace")] = now + (float(expires) - now_ms) / 1000
         if self._subscription is not None and self._loading is loading:
@@ -528,6 +530,7 @@ class RedisState:
                 del self.seen[key]  # the window or period is over
             if not self.down:
                 self._return_leases(now, now - LEASE_IDLE_S)
+                self._sweep_directory(now)
             if self.down:
                 try:
                     await self.redis.execute("PING")
