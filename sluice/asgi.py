@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from sluice.errors import GatewayError
+from sluice.server import SluiceCycle
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -144,6 +145,11 @@ class Request:
 
         With its Content-Length: without one the server frames the body as chunked, which
         costs both sides more for a body that is already whole."""
+        cycle = getattr(self.send, "__self__", None)
+        if type(cycle) is SluiceCycle and cycle.respond_whole(
+            status, [*headers, *self.response_headers], body
+        ):
+            return
         sized = [(b"content-length", b"%d" % len(body))] if status not in _NO_BODY else []
         await self.send(
             {

@@ -1,12 +1,20 @@
-"""The HTTP server protocol: uvicorn's httptools protocol, with one change that matters on
+"""The HTTP server protocol: uvicorn's httptools protocol, with two changes that matter on
 the hot path.
 
-uvicorn writes a response's status line and headers as soon as the app sends
+1. uvicorn writes a response's status line and headers as soon as the app sends
 `http.response.start`, and the body with the next message: two `write` syscalls and two
 TCP segments for every whole answer, so the client is woken twice. Here the head is held
 until the next write (the body follows in the same task step) or, when nothing follows in
 this loop iteration (a stream waiting for its first event, a 204), until the loop's next
 turn. A whole answer leaves in one write; nothing is ever held longer than one iteration.
+
+2. A whole answer (`Request.respond`) skips the two ASGI messages: `SluiceCycle.respond_whole`
+writes status line, headers, Content-Length and body at once. uvicorn checks every header
+name and value with a regular expression and lower-cases each name (~1 µs a header, and a
+limited, cached answer carries ~15); here the names are checked in one search over all of
+them and the values in one over all of them, with the same patterns, so what is refused is
+the same. Anything unusual (a HEAD request, paused writing, a header uvicorn treats
+specially, an access log) goes through uvicorn's own `send`.
 """
 
 from __future__ import annotations
@@ -14,7 +22,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 _HEAD = b"HTTP/1."  # every status line uvicorn writes starts so; a body chunk never does
 
@@ -47,6 +62,14 @@ class _HeadHolding:
             if not self._t.is_closing():
                 self._t.write(held)
 
+    def write_whole(self, data: bytes) -> None:
+        """A whole response: written at once (a head held before it goes first)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._t.write(data)
+
     def close(self) -> None:
         self._release()
         self._t.close()
@@ -65,3 +88,59 @@ class SluiceHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         held = _HeadHolding(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(held)  # type: ignore[arg-type]
+
+
+# Headers uvicorn's `send` gives a meaning to (framing, keep-alive): left to it.
+_FRAMING = (b"content-length", b"transfer-encoding", b"connection")
+
+
+class SluiceCycle(RequestResponseCycle):
+    """uvicorn's request/response cycle with a one-call path for whole answers."""
+
+    def respond_whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Send a whole answer with its Content-Length, as `send` would for the two
+        messages; False (nothing sent) when uvicorn's `send` must do it."""
+        if (
+            self.response_started
+            or self.disconnected
+            or self.flow.write_paused
+            or self.access_log
+            or status in (204, 304)
+            or self.scope["method"] == "HEAD"
+        ):
+            return False
+        parts = [STATUS_LINE[status]]
+        for name, value in (*self.default_headers, *headers):
+            parts += (name, b": ", value, b"\r\n")
+        names = b"".join(parts[1::4])
+        if (
+            HEADER_RE.search(names)
+            or HEADER_VALUE_RE.search(b"\t".join(parts[3::4]))
+            or names.lower() != names
+            or any(special in names for special in _FRAMING)
+        ):
+            return False  # uvicorn's send refuses or treats it specially
+        parts.append(b"content-length: %d\r\n" % len(body))
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self.chunked_encoding = False
+        transport = self.transport
+        if isinstance(transport, _HeadHolding):
+            transport.write_whole(b"".join(parts))
+        else:
+            transport.write(b"".join(parts))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            transport.close()
+        self.on_response()
+        return True
+
+
+# uvicorn's protocol makes its cycles from this module global; SluiceHttpProtocol's cycles
+# (and any other httptools protocol's in this process) are SluiceCycles, which behave
+# exactly as uvicorn's until `respond_whole` is called.
+httptools_impl.RequestResponseCycle = SluiceCycle  # type: ignore[misc]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sluice.server import _HeadHolding
+from sluice.server import SluiceCycle, _HeadHolding
 
 
 class Recorder:
@@ -86,3 +86,63 @@ def test_the_serving_factory_tunes_the_collector(tmp_path: object) -> None:
     before, after, frozen = (int(x) for x in out.stdout.split())
     assert before == 700 and after == GC_YOUNG_THRESHOLD
     assert frozen > 10_000  # modules, config and the gateway's parts
+
+
+class _Flow:
+    write_paused = False
+
+
+def _cycle(rec: Recorder, method: str = "POST", keep_alive: bool = True) -> SluiceCycle:
+    import logging
+
+    done: list[bool] = []
+    cycle = SluiceCycle(
+        scope={"method": method, "type": "http"},  # type: ignore[typeddict-item]
+        transport=rec,  # type: ignore[arg-type]
+        flow=_Flow(),  # type: ignore[arg-type]
+        logger=logging.getLogger("t"),
+        access_logger=logging.getLogger("t"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=lambda: done.append(True),
+    )
+    cycle.done = done  # type: ignore[attr-defined]
+    return cycle
+
+
+HEADERS = [(b"content-type", b"application/json"), (b"x-ratelimit-reset-requests", b"6m0s")]
+
+
+async def test_respond_whole_writes_what_uvicorns_send_writes() -> None:
+    """The one-call path for whole answers is byte for byte uvicorn's two messages, ends
+    the cycle the same way, and closes a connection that is not kept alive."""
+    for keep_alive in (True, False):
+        ours, theirs = Recorder(), Recorder()
+        a, b = _cycle(ours, keep_alive=keep_alive), _cycle(theirs, keep_alive=keep_alive)
+        assert a.respond_whole(200, HEADERS, b'{"ok":1}')
+        sized = [*HEADERS, (b"content-length", b"8")]  # what Request.respond sends otherwise
+        await b.send({"type": "http.response.start", "status": 200, "headers": sized})
+        await b.send({"type": "http.response.body", "body": b'{"ok":1}'})
+        assert b"".join(ours.writes) == b"".join(theirs.writes)
+        assert ours.writes[0].startswith(b"HTTP/1.1 200 OK\r\ncontent-type: application/json")
+        assert a.response_complete and a.done == [True]  # type: ignore[attr-defined]
+        assert ours.closed is (not keep_alive)
+
+
+async def test_respond_whole_leaves_the_unusual_to_uvicorn() -> None:
+    """A value uvicorn would refuse, a framing header, upper case, HEAD, 204: nothing is
+    written and the caller falls back to `send`."""
+    for status, method, headers in [
+        (200, "POST", [(b"x-bad", b"a\r\nset-cookie: x")]),
+        (200, "POST", [(b"connection", b"close")]),
+        (200, "POST", [(b"X-Upper", b"1")]),
+        (200, "HEAD", HEADERS),
+        (204, "POST", HEADERS),
+    ]:
+        rec = Recorder()
+        cycle = _cycle(rec, method)
+        assert not cycle.respond_whole(status, headers, b"")
+        assert rec.writes == [] and not cycle.response_started
