@@ -9,9 +9,9 @@ only while the counter stays `LEASE_MARGIN` × instances leases below its cap, s
 cap every request goes to Redis and the last of a window or budget is admitted exactly
 (N parallel requests against a cap of K admit exactly K); far from it, what other
 instances hold unused can only make a counter read high, never let one pass its cap. A
-period's lease unused for `LEASE_IDLE_S` goes back (windows simply end), and so do all of
-them when the instance stops; an instance that dies keeps its leases counted, so its crash
-can make a budget look more spent, never overspent. In-flight (`concurrent`) gauges are
+lease unused for `LEASE_IDLE_S` goes back, and so do all of them when the instance stops;
+an instance that dies keeps its leases counted, so its crash can make a budget look more
+spent, never overspent. In-flight (`concurrent`) gauges are
 never leased: their slots come back with every request.
 
 The cache keeps its misses off Redis the same way. Every instance holds a directory of the
@@ -154,7 +154,7 @@ return redis.call('ZCARD', KEYS[1])
 
 LEASE_REQUESTS = 32  # a lease is this many more of the reserving request's amount
 LEASE_MARGIN = 4  # ... granted while the counter stays this many leases × instances below its cap
-LEASE_IDLE_S = 2.0  # a period's lease unused this long goes back to the shared counter
+LEASE_IDLE_S = 2.0  # a lease unused this long goes back to the shared counter
 
 _HEARTBEAT_S = 3.0
 _PROBE_S = 1.0
@@ -265,7 +265,8 @@ class RedisState:
                 if c.ttl_ms <= 0 or left_ms <= 0:
                     floor = left_ms = 0
                 held = self._leases.get(c.key)
-                short = held is None or held.left < c.amount  # a lease that still covers stays
+                # A lease that still covers this amount is kept; an ended or short one renewed.
+                short = held is None or held.until <= now or held.left < c.amount
                 lease = LEASE_REQUESTS * c.amount if c.ttl_ms > 0 and short else 0
                 args += (c.amount, c.cap, c.ttl_ms, floor, left_ms, lease)
             args.append(LEASE_MARGIN * max(1, self.instances))
