@@ -373,3 +373,27 @@ async def test_cache_directory_keeps_misses_off_redis(tmp_path: Path) -> None:
         assert await b.get_blob("late") == b"two"
         await a.close()
         await b.close()
+
+
+async def test_an_idle_lease_goes_back(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a lease holds unused returns to the shared counter once it sits idle, while the
+    instance runs (not only when it stops)."""
+    from sluice import state_redis
+
+    monkeypatch.setattr(state_redis, "LEASE_IDLE_S", 0.1)
+    monkeypatch.setattr(state_redis, "_PROBE_S", 0.05)
+    pfx = prefix()
+    st = RedisState(redis_url, pfx, 1, MemoryState(100))
+    await st.start()
+    try:
+        assert (await st.reserve([Counter("spend", 7, 10**9, 3_600_000)])).ok
+        assert _redis_value(redis_url, pfx + "spend") == 7 * (1 + state_redis.LEASE_REQUESTS)
+        for _ in range(100):  # bounded: the background loop runs every 50 ms here
+            if _redis_value(redis_url, pfx + "spend") == 7:
+                break
+            await asyncio.sleep(0.02)
+        assert _redis_value(redis_url, pfx + "spend") == 7
+        assert (await st.reserve([Counter("spend", 7, 10**9, 3_600_000)])).values == [14]
+    finally:
+        await st.close()
+        drop_prefix(redis_url, pfx)
