@@ -26,6 +26,7 @@ from sluice import sse
 from sluice.asgi import SSE_HEADERS
 from sluice.errors import validation
 from sluice.providers.base import Usage
+from sluice.state import MemoryState, State
 
 if TYPE_CHECKING:
     from sluice.asgi import Request
@@ -34,11 +35,11 @@ if TYPE_CHECKING:
     from sluice.pipeline import Operation
     from sluice.providers.base import StreamMeter
     from sluice.routing import Plan
-    from sluice.state import State
     from sluice.usage import UsageRecord
 
 _STREAM_FLAGS = ("stream", "stream_options", "model")
 _PIECE = 48  # characters of content per replayed chunk
+_MISS = (b"x-sluice-cache", b"MISS")
 
 
 @dataclass(slots=True)
@@ -191,6 +192,7 @@ class CacheSlot:
     hit: Entry | None = None
     collector: StreamCollector | None = None
     fetch: asyncio.Future[bytes | None] | None = None  # the stored answer, on its way
+    blob: bytes | None = None  # the stored answer, when the backend had it at once
 
 
 def tenant(principal: Principal) -> str:
@@ -213,6 +215,8 @@ class ResponseCache:
         self.state = state
         self.hits = 0
         self.misses = 0
+        # In-process blobs are read at once, without a future to await.
+        self._blob_now = state.get_blob_now if isinstance(state, MemoryState) else None
 
     def open_slot(
         self, req: Request, principal: Principal, plan: Plan, op: Operation
@@ -239,17 +243,20 @@ class ResponseCache:
         if op.stream and slot.store:
             slot.collector = StreamCollector()
         if not no_store and "no-cache" not in control:
-            slot.fetch = self.state.get_blob_soon(slot.key)
+            if self._blob_now is not None:
+                slot.blob = self._blob_now(slot.key)
+            else:
+                slot.fetch = self.state.get_blob_soon(slot.key)
         return slot
 
     async def lookup(self, req: Request, slot: CacheSlot) -> Entry | None:
         """The slot's stored answer, if any; sets X-Sluice-Cache: MISS when there is none."""
-        if slot.fetch is not None:
-            blob = await slot.fetch
-            slot.hit = Entry.load(blob) if blob is not None else None
+        blob = await slot.fetch if slot.fetch is not None else slot.blob
+        if blob is not None:
+            slot.hit = Entry.load(blob)
         if slot.hit is None:
             self.misses += 1
-            req.add_header("x-sluice-cache", "MISS")
+            req.response_headers.append(_MISS)
         return slot.hit
 
     def _ttl(self, req: Request) -> float:

@@ -25,7 +25,7 @@ import orjson
 from sluice import budgets, tokenizer
 from sluice.errors import GatewayError
 from sluice.routing import Target
-from sluice.state import Admission, Counter, State
+from sluice.state import Admission, Counter, MemoryState, State
 
 if TYPE_CHECKING:
     from sluice.asgi import Request
@@ -271,6 +271,8 @@ class Traffic:
             (b.scope, b.usd, b.period) for b in settings.budgets
         ]
         self.inflight_ttl_ms = int((settings.server.upstream_timeout_s + 60) * 1000)
+        # In-process counters answer at once: called directly, without a coroutine.
+        self._reserve_now = state.reserve_now if isinstance(state, MemoryState) else None
         self._by_ip = any(scope == "ip" for scope, _, _ in self.limit_rules)
         # Which counters a caller's request lands on, per caller, model and minute: the
         # rules are resolved once, not on every request.
@@ -431,7 +433,8 @@ class Traffic:
                 counter = Counter(b.counter.key, nano, b.counter.cap, _ttl(resets_ms, now_ms))
                 checks.append(budgets.BudgetCheck(b.scope, b.ident, b.usd, b.period, counter))
                 counters.append(counter)
-        adm = await self.state.reserve(counters)
+        now = self._reserve_now
+        adm = now(counters) if now is not None else await self.state.reserve(counters)
         if not adm.ok:
             if adm.failed < len(limits):
                 raise limit_error(limits[adm.failed], adm.values[0], adm.ttls[0])

@@ -162,9 +162,10 @@ class MemoryState:
 
     async def get_blob(self, key: str) -> bytes | None:
         """See `State.get_blob`."""
-        return self._get_blob(key)
+        return self.get_blob_now(key)
 
-    def _get_blob(self, key: str) -> bytes | None:
+    def get_blob_now(self, key: str) -> bytes | None:
+        """`get_blob` without a coroutine (this backend never waits)."""
         hit = self._blobs.get(key)
         if hit is None:
             return None
@@ -177,7 +178,7 @@ class MemoryState:
     def get_blob_soon(self, key: str) -> asyncio.Future[bytes | None]:
         """See `State.get_blob_soon` (here the answer is already known)."""
         blob: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        blob.set_result(self._get_blob(key))
+        blob.set_result(self.get_blob_now(key))
         return blob
 
     def set_blob(self, key: str, value: bytes, ttl_s: float) -> None:
