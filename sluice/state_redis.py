@@ -507,9 +507,10 @@ class RedisState:
                 0,
                 2 * self.local._max_blobs,
             )
-        except (*_ERRORS, ConnectionError) as exc:
+        except (*_ERRORS, ConnectionError):
+            # Only the directory waits: lookups ask Redis, and a command that fails there
+            # is what switches to the fallback (a subscription is retried every second).
             self._unsubscribe()
-            self._fail(exc)
             return
         now = time.monotonic()
         directory: OrderedDict[str, float] = OrderedDict()
