@@ -49,6 +49,7 @@ class Operation:
     body: dict[str, Any] | None = None  # the parsed body (the cache key is built from it)
     ticket: Ticket | None = None  # this request's admission (limits, budgets), once admitted
     cache: CacheSlot | None = None  # this request's cache slot, when cacheable
+    watch: DisconnectWatch | None = None  # cancels the request when its client leaves
 
 
 Relay = Callable[
@@ -110,7 +111,9 @@ class Pipeline:
         # A client that leaves cancels this task, and with it the upstream call (SPEC §6).
         current = asyncio.current_task()
         gw.drain.track(current)  # ended with a 503 / error event at the drain deadline
-        watch = DisconnectWatch(current, req.receive, 0.0 if op.stream else WATCH_AFTER_S)
+        watch = op.watch = DisconnectWatch(
+            current, req.receive, 0.0 if op.stream else WATCH_AFTER_S
+        )
         upstream_started = 0.0
         try:
             principal = await gw.auth.authenticate(req)
@@ -240,8 +243,10 @@ class Pipeline:
         await req.start_stream(200, SSE_HEADERS)
         price = self.gw.prices.lookup(plan.model, target, plan.entry)
         try:
-            first = True
+            first, whole = True, False
             async for piece in pieces:
+                if whole:  # the upstream's last bytes, read so its connection stays pooled
+                    continue
                 if first:
                     rec.ttfb_ms = (time.perf_counter() - req.started) * 1000
                     first = False
@@ -250,12 +255,19 @@ class Pipeline:
                 await req.write(piece)
                 if collector is not None:
                     collector.feed(piece)
+                if meter.done:
+                    # [DONE] is out: the answer is whole now, whatever the upstream's close
+                    # does. Clients (the SDKs) hang up on [DONE], so the response ends here,
+                    # and the cache stores it, before the upstream is read to its end.
+                    whole = True
+                    self._finish_stream(req, op, target.provider, meter)
+                    await req.end()
             if not meter.done:
                 raise GatewayError("NETWORK_ERROR", "upstream stream ended before it finished")
-            await req.end()
-            if op.cache is not None:
-                self.gw.cache.store_stream(op.cache, target.provider, meter)
         except GatewayError as exc:
+            if whole:
+                return  # the upstream failed after its last event: the client has it all
+
             await self._end_stream(req, rec, op, exc)
         except asyncio.CancelledError:
             if not self.gw.drain.claim(asyncio.current_task()):
@@ -263,6 +275,16 @@ class Pipeline:
             await self._end_stream(req, rec, op, ended_error())  # SPEC §6: drain deadline passed
         finally:
             rec.set_usage(meter.usage or self._estimate_stream(chat, meter), price)
+
+    def _finish_stream(
+        self, req: Request, op: Operation, provider: str, meter: StreamMeter
+    ) -> None:
+        """A stream whose [DONE] went out: stop watching the client (its leaving no longer
+        cancels anything) and store the answer."""
+        if op.watch is not None:
+            op.watch.stop()
+        if op.cache is not None:
+            self.gw.cache.store_stream(op.cache, provider, meter)
 
     @staticmethod
     async def _end_stream(req: Request, rec: UsageRecord, op: Operation, exc: GatewayError) -> None:

@@ -188,3 +188,25 @@ def test_messages_route_never_shares_openai_entries(fake_openai: FakeOpenAI, gw:
     assert msg.status_code == 200, msg.text
     assert msg.json()["type"] == "message" and "x-sluice-cache" not in msg.headers
     assert _upstream_calls(fake_openai, marker) == 2
+
+
+def test_a_client_hanging_up_on_done_still_gets_its_stream_cached_and_counted(
+    fake_openai: FakeOpenAI, gw: Gateway
+) -> None:
+    """The SDK closes the connection as soon as it reads [DONE], often before the upstream
+    has closed its own response. The answer is whole by then: it is stored, and its usage
+    row says 200, not a client disconnect. (Racy before: ~1 in 25 lost the entry.)"""
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=TOKEN_A, max_retries=0)
+    firsts, seconds = [], []
+    for _ in range(30):
+        messages: Any = [{"role": "user", "content": uuid.uuid4().hex}]
+        for ids in (firsts, seconds):
+            with client.chat.completions.with_streaming_response.create(
+                model="gpt-4o-mini", messages=messages, stream=True
+            ) as resp:
+                assert "".join(c.choices[0].delta.content or "" for c in resp.parse()) == ANSWER
+                ids.append((resp.headers["x-request-id"], resp.headers["x-sluice-cache"]))
+    assert {state for _, state in firsts} == {"MISS"}
+    assert {state for _, state in seconds} == {"HIT"}
+    rows = {a["request_id"]: a for a in gw.wait_audit(60)}
+    assert {(rows[rid]["status"], rows[rid]["error_code"]) for rid, _ in firsts} == {(200, None)}
