@@ -76,6 +76,24 @@ def parse(buf: bytearray, pos: int) -> tuple[Any, int]:
     raise ConnectionError(f"unexpected reply from Redis: {bytes(buf[pos - 2 : pos + 18])!r}")
 
 
+def take_replies(buf: bytearray, data: bytes) -> tuple[list[Any], ConnectionError | None]:
+    """Append `data` to `buf` and take every complete reply off its front; the error when
+    a reply is malformed (the connection is then unusable)."""
+    buf += data
+    pos = 0
+    replies: list[Any] = []
+    try:
+        while pos < len(buf):
+            reply, pos = parse(buf, pos)
+            replies.append(reply)
+    except _Incomplete:
+        pass
+    except (ValueError, ConnectionError, IndexError) as exc:
+        return replies, ConnectionError(f"bad reply from Redis: {exc}")
+    del buf[:pos]
+    return replies, None
+
+
 class _Protocol(asyncio.Protocol):
     """Feeds complete replies to the client in arrival order."""
 
@@ -113,19 +131,11 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos = 0
-        try:
-            while pos < len(buf):
-                reply, pos = parse(buf, pos)
-                self.client._deliver(reply)
-        except _Incomplete:
-            pass
-        except (ValueError, ConnectionError, IndexError) as exc:
-            self.client._drop(self, ConnectionError(f"bad reply from Redis: {exc}"))
-            return
-        del buf[:pos]
+        replies, bad = take_replies(self.buf, data)
+        for reply in replies:
+            self.client._deliver(reply)
+        if bad is not None:
+            self.client._drop(self, bad)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._drop(self, ConnectionError("Redis connection lost"))
@@ -145,28 +155,20 @@ class _Subscription(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos = 0
-        try:
-            while pos < len(buf):
-                reply, pos = parse(buf, pos)
-                if isinstance(reply, list) and reply and reply[0] == b"message":
-                    self.on_message(reply[2])
-                elif isinstance(reply, list) and reply and reply[0] == b"subscribe":
-                    if not self.ready.done():
-                        self.ready.set_result(None)
-                elif isinstance(reply, RespError) and not self.ready.done():
-                    self.ready.set_exception(reply)  # AUTH refused
-        except _Incomplete:
-            pass
-        except (ValueError, ConnectionError, IndexError) as exc:
+        replies, bad = take_replies(self.buf, data)
+        for reply in replies:
+            if isinstance(reply, list) and reply and reply[0] == b"message":
+                self.on_message(reply[2])
+            elif isinstance(reply, list) and reply and reply[0] == b"subscribe":
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            elif isinstance(reply, RespError) and not self.ready.done():
+                self.ready.set_exception(reply)  # AUTH refused
+        if bad is not None:
             if not self.ready.done():
-                self.ready.set_exception(ConnectionError(f"bad reply from Redis: {exc}"))
+                self.ready.set_exception(bad)
             if self.transport is not None:
                 self.transport.abort()
-            return
-        del buf[:pos]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
