@@ -146,3 +146,18 @@ async def test_respond_whole_leaves_the_unusual_to_uvicorn() -> None:
         cycle = _cycle(rec, method)
         assert not cycle.respond_whole(status, headers, b"")
         assert rec.writes == [] and not cycle.response_started
+
+
+def test_the_header_checks_refuse_exactly_what_uvicorn_refuses() -> None:
+    """Every byte, in a name and in a value: respond_whole's tables agree with uvicorn's
+    patterns (a name's upper case goes to uvicorn, which lower-cases it)."""
+    from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
+
+    from sluice.server import _NAME_CHECK, _VALUE_CHECK
+
+    for b in range(256):
+        one = bytes([b])
+        name_ok = b"!" not in (b"x-" + one).translate(_NAME_CHECK)
+        assert name_ok == (not HEADER_RE.search(b"x-" + one) and not one.isupper()), b
+        value_ok = b"!" not in (b"v" + one).translate(_VALUE_CHECK)
+        assert value_ok == (not HEADER_VALUE_RE.search(b"v" + one)), b
