@@ -26,7 +26,7 @@ Redis down (SPEC §6): the first failure logs one warning and switches to per-in
 counters whose caps are divided by the number of live instances — the last count seen
 through the instances' heartbeats (a sorted set refreshed every few seconds), or
 `redis.instances` when configured. The cache misses meanwhile. A background probe pings
-Redis every 0.2 s and switches back when it answers; reservations made locally settle
+Redis every second and switches back when it answers; reservations made locally settle
 locally.
 """
 
@@ -158,9 +158,6 @@ LEASE_IDLE_S = 2.0  # a lease unused this long goes back to the shared counter
 
 _HEARTBEAT_S = 3.0
 _PROBE_S = 1.0
-# While down, Redis is probed this often: every instance still on its fallback after Redis
-# is back admits from its own share and view, so that window is kept short.
-_DOWN_PROBE_S = 0.2
 _ERRORS = (RespError, OSError, asyncio.TimeoutError)
 
 
@@ -550,7 +547,7 @@ class RedisState:
             if not self.down and time.monotonic() >= beat_at:
                 beat_at = time.monotonic() + _HEARTBEAT_S
                 await self._heartbeat()
-            await asyncio.sleep(_DOWN_PROBE_S if self.down else _PROBE_S)
+            await asyncio.sleep(_PROBE_S)
 
     async def _rejoin(self) -> None:
         """What was spent locally during the outage joins the shared counters."""
