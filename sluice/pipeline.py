@@ -260,25 +260,27 @@ class Pipeline:
                     # does. Clients (the SDKs) hang up on [DONE], so the response ends here,
                     # and the cache stores it, before the upstream is read to its end.
                     whole = True
-                    self._finish_stream(req, op, target.provider, meter)
+                    self._finish_stream(op, target.provider, meter)
                     await req.end()
             if not meter.done:
                 raise GatewayError("NETWORK_ERROR", "upstream stream ended before it finished")
         except GatewayError as exc:
             if whole:
                 return  # the upstream failed after its last event: the client has it all
-
             await self._end_stream(req, rec, op, exc)
         except asyncio.CancelledError:
+            if whole:  # cancelled while reading the upstream's last bytes: nothing is lost
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                return
             if not self.gw.drain.claim(asyncio.current_task()):
                 raise
             await self._end_stream(req, rec, op, ended_error())  # SPEC §6: drain deadline passed
         finally:
             rec.set_usage(meter.usage or self._estimate_stream(chat, meter), price)
 
-    def _finish_stream(
-        self, req: Request, op: Operation, provider: str, meter: StreamMeter
-    ) -> None:
+    def _finish_stream(self, op: Operation, provider: str, meter: StreamMeter) -> None:
         """A stream whose [DONE] went out: stop watching the client (its leaving no longer
         cancels anything) and store the answer."""
         if op.watch is not None:

@@ -287,7 +287,10 @@ class RespClient:
     ) -> asyncio.Transport:
         """A second connection subscribed to `channel`; returns once Redis confirmed, so
         every message published after that reaches `on_message`. `on_lost` is called when
-        the connection ends (close the returned transport to end it)."""
+        the connection ends (close the returned transport to end it). Its messages are
+        parsed in `data_received` like replies here: the cache channel carries one per
+        store, to every instance, where redis-py's pubsub (the rare key events,
+        sluice/auth/keys.py) costs a task step and a dict per message."""
         loop = asyncio.get_running_loop()
         transport, proto = await asyncio.wait_for(
             loop.create_connection(
@@ -298,7 +301,6 @@ class RespClient:
             ),
             self.timeout_s,
         )
-        sub = proto
         setup = []
         if self.password:
             user = (self.username,) if self.username else ()
@@ -306,7 +308,7 @@ class RespClient:
         setup.append(encode(("SUBSCRIBE", channel)))
         transport.write(b"".join(setup))
         try:
-            await asyncio.wait_for(sub.ready, self.timeout_s)
+            await asyncio.wait_for(proto.ready, self.timeout_s)
         except BaseException:
             transport.abort()
             raise

@@ -11,8 +11,8 @@ cap every request goes to Redis and the last of a window or budget is admitted e
 instances hold unused can only make a counter read high, never let one pass its cap. A
 lease unused for `LEASE_IDLE_S` goes back, and so do all of them when the instance stops;
 an instance that dies keeps its leases counted, so its crash can make a budget look more
-spent, never overspent. In-flight (`concurrent`) gauges are
-never leased: their slots come back with every request.
+spent, never overspent. In-flight (`concurrent`) gauges are never leased: their slots come
+back with every request.
 
 The cache keeps its misses off Redis the same way. Every instance holds a directory of the
 cache keys Redis has (key → expiry): each store adds its key to an index (a sorted set by
@@ -507,7 +507,7 @@ class RedisState:
                 0,
                 2 * self.local._max_blobs,
             )
-        except (*_ERRORS, ConnectionError):
+        except _ERRORS:  # ConnectionError is an OSError
             # Only the directory waits: lookups ask Redis, and a command that fails there
             # is what switches to the fallback (a subscription is retried every second).
             self._unsubscribe()
