@@ -14,6 +14,7 @@ reserved in one atomic `State.reserve` call: all pass or nothing moves, which is
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Callable
@@ -39,8 +40,12 @@ if TYPE_CHECKING:
 
 _KINDS = ("rpm", "tpm", "concurrent")
 _KEY_SCOPES = ("key", "team", "global")  # rules an admin's view of one key shows
-_HEADER_NAMES = {
-    kind: tuple(f"x-ratelimit-{part}-{suffix}".encode() for part in ("limit", "remaining", "reset"))
+_HEADER_NAMES: dict[str, tuple[bytes, bytes, bytes]] = {
+    kind: (
+        f"x-ratelimit-limit-{suffix}".encode(),
+        f"x-ratelimit-remaining-{suffix}".encode(),
+        f"x-ratelimit-reset-{suffix}".encode(),
+    )
     for kind, suffix in (("rpm", "requests"), ("tpm", "tokens"))
 }
 _PLANS_MAX = 4096  # callers x models x minutes remembered; cleared when full
@@ -145,11 +150,41 @@ def _caller(principal: Principal, req: Request | None, by_ip: bool) -> tuple[Any
 
 
 @dataclass(slots=True)
+class LimitPlan:
+    """The limits one caller's requests for one model land on in one minute, resolved once
+    (`Traffic._resolve`) with what every such request reuses: the counters as reserved
+    (rpm and concurrent as they are; each tpm counter takes the request's tokens) and, when
+    a kind has a single limit, which limit its x-ratelimit-* headers report.
+
+    An rpm or tpm counter's TTL is the time left in the minute when the plan was resolved:
+    a counter first reserved later in the minute expires a little after the minute ends,
+    never before it, and no later request uses it, since its key names its minute."""
+
+    checks: list[LimitCheck]
+    counters: list[Counter]
+    tpm: list[int]  # indexes of the tpm counters
+    # (check index, header names) per kind; None when a kind has several limits (the
+    # tightest is then found per request)
+    shown: list[tuple[int, tuple[bytes, bytes, bytes]]] | None
+
+    def counters_for(self, tokens: int) -> list[Counter]:
+        """A request's counters: the plan's, with its `tokens` on tpm (a new list)."""
+        counters = self.counters.copy()
+        for i in self.tpm:
+            key, _, cap, ttl = counters[i]
+            counters[i] = Counter(key, tokens, cap, ttl)
+        return counters
+
+
+_NO_LIMITS = LimitPlan([], [], [], [])
+
+
+@dataclass(slots=True)
 class Ticket:
     """One admitted request's reservations, settled once when the request ends."""
 
     state: State
-    limits: list[LimitCheck]
+    plan: LimitPlan
     budgets: list[budgets.BudgetCheck]
     admission: Admission
     est_tokens: int
@@ -160,22 +195,28 @@ class Ticket:
     def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits."""
         values, ttls = self.admission.values, self.admission.ttls
-        best: dict[str, tuple[int, LimitCheck, int]] = {}  # kind -> (left, limit, ttl)
-        for i, c in enumerate(self.limits):
+        checks = self.plan.checks
+        out: list[tuple[bytes, bytes]] = []
+        for i, (limit, remaining, reset) in self.plan.shown or self._tightest():
+            left = checks[i].cap - values[i]
+            out += (
+                (limit, checks[i].cap_bytes),
+                (remaining, b"%d" % (left if left > 0 else 0)),
+                (reset, reset_bytes(ttls[i])),
+            )
+        return out
+
+    def _tightest(self) -> list[tuple[int, tuple[bytes, bytes, bytes]]]:
+        """Per kind, the limit with the least left after this request."""
+        values = self.admission.values
+        best: dict[str, tuple[int, int]] = {}  # kind -> (left, check index)
+        for i, c in enumerate(self.plan.checks):
             if c.kind != "concurrent":
                 left = c.cap - values[i]
                 seen = best.get(c.kind)
                 if seen is None or left < seen[0]:
-                    best[c.kind] = (left, c, ttls[i])
-        out: list[tuple[bytes, bytes]] = []
-        for kind, (left, c, ttl) in best.items():
-            limit, remaining, reset = _HEADER_NAMES[kind]
-            out += (
-                (limit, c.cap_bytes),
-                (remaining, b"%d" % (left if left > 0 else 0)),
-                (reset, reset_bytes(ttl)),
-            )
-        return out
+                    best[c.kind] = (left, i)
+        return [(i, _HEADER_NAMES[kind]) for kind, (_, i) in best.items()]
 
     async def check_stream(self, meter: StreamMeter) -> None:
         """Mid-stream: past the reserved output, reserve more or end it with BUDGET_EXCEEDED."""
@@ -204,7 +245,7 @@ class Ticket:
         """Release in-flight slots and move tokens and spend from the estimate to the real."""
         deltas: list[tuple[str, int]] = []
         real_tokens = 0 if rec.cache_hit else rec.prompt_tokens + rec.completion_tokens
-        for c in self.limits:
+        for c in self.plan.checks:
             if c.kind == "concurrent":
                 deltas.append((c.counter.key, -1))
             elif c.kind == "tpm" and real_tokens != self.est_tokens:
@@ -276,37 +317,31 @@ class Traffic:
         self._by_ip = any(scope == "ip" for scope, _, _ in self.limit_rules)
         # Which counters a caller's request lands on, per caller, model and minute: the
         # rules are resolved once, not on every request.
-        self._plans: _Plans[list[LimitCheck]] = _Plans()
+        self._plans: _Plans[LimitPlan] = _Plans()
         self._budget_by_ip = any(scope == "ip" for scope, _, _ in self.budget_rules)
         self._budget_plans: _Plans[list[tuple[budgets.BudgetCheck, int | None]]] = _Plans()
 
-    def _limits(
-        self, req: Request | None, principal: Principal, model: str, tokens: int
-    ) -> tuple[list[LimitCheck], list[Counter]]:
-        """The limits a request lands on and its counters on them (`tokens` on tpm)."""
+    def _limits(self, req: Request | None, principal: Principal, model: str) -> LimitPlan:
+        """The limits a request lands on, resolved once per caller, model and minute."""
         now_ms = int(time.time() * 1000)
-        window, ttl = divmod(now_ms, 60_000)
-        ttl = 60_000 - ttl
+        window = now_ms // 60_000
         own = principal.limits
         ck = (
             _caller(principal, req, self._by_ip),
-            *(model, window, own.get("rpm"), own.get("tpm"), own.get("concurrent")),
+            model,
+            window,
+            *((own.get("rpm"), own.get("tpm"), own.get("concurrent")) if own else ()),
         )
         plan = self._plans.get(ck)
         if plan is None:
-            plan = self._plans.put(ck, self._resolve(req, principal, model, window))
-        counters = [
-            c.counter
-            if c.kind == "concurrent"
-            else Counter(c.counter.key, 1 if c.kind == "rpm" else tokens, c.cap, ttl)
-            for c in plan
-        ]
-        return plan, counters
+            ttl = 60_000 - now_ms % 60_000
+            plan = self._plans.put(ck, self._resolve(req, principal, model, window, ttl))
+        return plan
 
     def _resolve(
-        self, req: Request | None, principal: Principal, model: str, window: int
-    ) -> list[LimitCheck]:
-        """Every limit a request lands on, with its counter's template."""
+        self, req: Request | None, principal: Principal, model: str, window: int, ttl: int
+    ) -> LimitPlan:
+        """Every limit a request lands on, with its counter as reserved (see LimitPlan)."""
         caps: dict[tuple[str, str, str], int] = {}
         for scope, kind, cap in self.limit_rules:
             ident = identity(scope, principal, req, model)
@@ -320,14 +355,24 @@ class Traffic:
                 if isinstance(own_cap, int | float):
                     k = (kind, *own)
                     caps[k] = min(int(own_cap), caps.get(k, int(own_cap)))
-        out = []
-        for (kind, scope, ident), cap in caps.items():
-            if kind == "concurrent":  # the whole counter: one slot, kept alive while busy
+        if not caps:
+            return _NO_LIMITS
+        checks, tpm, by_kind = [], [], collections.Counter[str]()
+        for i, ((kind, scope, ident), cap) in enumerate(caps.items()):
+            if kind == "concurrent":  # one slot, kept alive while busy
                 counter = Counter(f"c:{scope}:{ident}", 1, cap, -self.inflight_ttl_ms)
-            else:  # a template: `_limits` sets the amount and the window's TTL
-                counter = Counter(f"{kind[0]}:{scope}:{ident}:{window}", 0, cap, 0)
-            out.append(LimitCheck(kind, scope, cap, counter, b"%d" % cap))
-        return out
+            else:
+                counter = Counter(f"{kind[0]}:{scope}:{ident}:{window}", 1, cap, ttl)
+                if kind == "tpm":
+                    tpm.append(i)
+            by_kind[kind] += 1
+            checks.append(LimitCheck(kind, scope, cap, counter, b"%d" % cap))
+        shown = None
+        if by_kind["rpm"] <= 1 and by_kind["tpm"] <= 1:
+            shown = [
+                (i, _HEADER_NAMES[c.kind]) for i, c in enumerate(checks) if c.kind != "concurrent"
+            ]
+        return LimitPlan(checks, [c.counter for c in checks], tpm, shown)
 
     def _budgets(
         self, req: Request | None, principal: Principal
@@ -413,10 +458,11 @@ class Traffic:
     ) -> Ticket | None:
         """Reserve `prompt` + `out` tokens and their worst cost at `prices()` on every rule."""
         tokens = prompt + out
-        limits, counters = self._limits(req, principal, model, tokens)
+        limits = self._limits(req, principal, model)
         rules = self._budgets(req, principal) if model else []
-        if not limits and not rules:
+        if not limits.checks and not rules:
             return None
+        counters = limits.counters_for(tokens)
         price, nano, checks = None, 0, []
         if rules:
             price = budgets.worst_price(prices())
@@ -436,9 +482,9 @@ class Traffic:
         now = self._reserve_now
         adm = now(counters) if now is not None else await self.state.reserve(counters)
         if not adm.ok:
-            if adm.failed < len(limits):
-                raise limit_error(limits[adm.failed], adm.values[0], adm.ttls[0])
-            raise budget_error(checks[adm.failed - len(limits)], adm.values[0])
+            if adm.failed < len(limits.checks):
+                raise limit_error(limits.checks[adm.failed], adm.values[0], adm.ttls[0])
+            raise budget_error(checks[adm.failed - len(limits.checks)], adm.values[0])
         ticket = Ticket(self.state, limits, checks, adm, tokens, nano, price, out)
         req.response_headers += ticket.headers()
         return ticket
@@ -446,13 +492,13 @@ class Traffic:
     async def describe(self, req: Request, principal: Principal, plan: Plan) -> dict[str, Any]:
         """What is left of the caller's limits and budgets for `plan`, reserving nothing."""
         return await self._peek(
-            self._limits(req, principal, plan.model, 0)[0], self._budget_rules(req, principal)
+            self._limits(req, principal, plan.model).checks, self._budget_rules(req, principal)
         )
 
     async def describe_key(self, principal: Principal) -> dict[str, Any]:
         """A key's live limits and budgets, reserving nothing: the rules that count per key,
         per team or globally (per-request scopes such as ip, session or model are left out)."""
-        limits = [c for c in self._limits(None, principal, "", 0)[0] if c.scope in _KEY_SCOPES]
+        limits = [c for c in self._limits(None, principal, "").checks if c.scope in _KEY_SCOPES]
         rules = self._budget_rules(None, principal)
         return await self._peek(limits, {k: v for k, v in rules.items() if k[0] in _KEY_SCOPES})
 

@@ -154,6 +154,9 @@ def test_session_and_model_scopes(
             for _ in range(3)
         ]
         assert [r.status_code for r in s1] == [200, 200, 429]
+        # Two rpm limits: the headers report the one with the least left (session: 1 of 2).
+        assert s1[0].headers["x-ratelimit-limit-requests"] == "2"
+        assert s1[0].headers["x-ratelimit-remaining-requests"] == "1"
         # A refused request moved no counter: the model has seen 2 of its 4 (the smaller rule).
         s2 = [
             c.post("/v1/chat/completions", json=chat_body(), headers={"X-Session-ID": "s2"})

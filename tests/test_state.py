@@ -205,8 +205,8 @@ async def test_principal_limits_apply_at_the_callers_key() -> None:
     me = Principal("key", team="t1", key_id="k1", limits={"rpm": 2, "budget_usd": 1})
     for _ in range(2):
         ticket = await traffic.admit(_request(), me, plan, chat_operation(schema.parse_chat(raw)))
-        assert ticket is not None and len(ticket.limits) == 1  # one counter: the smaller cap
-        assert ticket.limits[0].cap == 2 and len(ticket.budgets) == 1
+        assert ticket is not None and len(ticket.plan.checks) == 1  # one counter: the smaller cap
+        assert ticket.plan.checks[0].cap == 2 and len(ticket.budgets) == 1
     with pytest.raises(GatewayError) as refused:
         await traffic.admit(_request(), me, plan, chat_operation(schema.parse_chat(raw)))
     assert (
