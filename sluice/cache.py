@@ -230,8 +230,13 @@ class ResponseCache:
             return None
         if op.chat is not None and op.chat.legacy:
             return None
-        control = req.headers.get("cache-control", "").lower()
-        no_store = "no-store" in control
+        headers = req.headers
+        control = headers.get("cache-control")
+        lookup = store = True
+        if control is not None:
+            control = control.lower()
+            store = "no-store" not in control
+            lookup = store and "no-cache" not in control
         normal = orjson.dumps(
             {k: v for k, v in body.items() if k not in _STREAM_FLAGS}, option=orjson.OPT_SORT_KEYS
         )
@@ -239,10 +244,12 @@ class ResponseCache:
         digest = hashlib.sha256(
             f"{tenant(principal)}\0{kind}\0{plan.model}\0".encode() + normal
         ).hexdigest()
-        slot = CacheSlot("cache:" + digest, self._ttl(req), not no_store)
-        if op.stream and slot.store:
+        raw_ttl = headers.get("x-sluice-cache-ttl")
+        ttl = self.ttl_s if raw_ttl is None else self._ttl(raw_ttl)
+        slot = CacheSlot("cache:" + digest, ttl, store)
+        if op.stream and store:
             slot.collector = StreamCollector()
-        if not no_store and "no-cache" not in control:
+        if lookup:
             if self._blob_now is not None:
                 slot.blob = self._blob_now(slot.key)
             else:
@@ -259,10 +266,8 @@ class ResponseCache:
             req.response_headers.append(_MISS)
         return slot.hit
 
-    def _ttl(self, req: Request) -> float:
-        raw = req.headers.get("x-sluice-cache-ttl")
-        if raw is None:
-            return self.ttl_s
+    def _ttl(self, raw: str) -> float:
+        """The TTL an X-Sluice-Cache-TTL header asks for (never past the configured one)."""
         try:
             ttl = float(raw)
         except ValueError:
