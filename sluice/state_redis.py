@@ -26,8 +26,12 @@ Redis down (SPEC §6): the first failure logs one warning and switches to per-in
 counters whose caps are divided by the number of live instances — the last count seen
 through the instances' heartbeats (a sorted set refreshed every few seconds), or
 `redis.instances` when configured. The cache misses meanwhile. A background probe pings
-Redis every second and switches back when it answers; reservations made locally settle
-locally.
+Redis every second; when it answers, what was spent locally joins the shared counters
+(_RECOVER) and shared counting resumes; reservations made locally settle locally.
+
+Redis restarted empty: an epoch key changes, and every instance brings back its last view
+of each live counter; a counter resumes from the largest view plus what was spent during the
+outage (see _RECOVER).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ log = logging.getLogger("sluice.state")
 # KEYS: counters; ARGV: amount, cap, ttl_ms, floor, floor_ttl_ms, lease per counter (see
 # state.Counter), then the lease margin. A counter that is missing while this instance last
 # saw it at `floor` was lost by Redis (a restart without persistence): it resumes from
-# `floor`, so a restart never hands out a window's or a period's allowance again.
+# `floor`, so a restart never hands out a window's or a period's allowance again, and the
+# floor is kept as the counter's base (see _RECOVER).
 # Returns {0, i, value, pttl} when counter i would pass its cap (no count changed), else
 # {1, value1, ttl1, lease1, value2, ttl2, lease2, ...} after adding every amount, and a
 # lease on top where one was asked for and the counter stays `margin` leases below its cap
@@ -68,7 +73,9 @@ for i = 1, #KEYS do
   local amount = tonumber(ARGV[6*i-5])
   local ttl = tonumber(ARGV[6*i-3])
   if tonumber(ARGV[6*i-2]) > 0 then
-    redis.call('SET', KEYS[i], ARGV[6*i-2], 'PX', ARGV[6*i-1], 'NX')
+    if redis.call('SET', KEYS[i], ARGV[6*i-2], 'PX', ARGV[6*i-1], 'NX') then
+      redis.call('SET', KEYS[i] .. ':base', ARGV[6*i-2], 'PX', ARGV[6*i-1])
+    end
   elseif ttl > 0 then
     redis.call('SET', KEYS[i], 0, 'PX', ttl, 'NX')
   end
@@ -111,22 +118,46 @@ end
 return 1
 """
 
-# KEYS: counters an instance spent on locally while Redis was away; ARGV: delta, floor,
-# floor_ttl_ms per counter. A counter that survived gets the delta, but never ends below the
-# instance's last view (which already includes the delta): after a restart another instance
-# may have recreated it from a smaller view. One Redis lost is recreated at that view.
+# KEYS: the epoch marker, then the windowed and period counters this instance has seen;
+# ARGV: the epoch it knew ('' if none yet), a new epoch in case the marker is missing, then
+# per counter what it spent locally while Redis was away (delta), its last view of the
+# counter before the outage and the ms left to the counter's expiry. Returns the epoch.
+# Same epoch: Redis kept its data, so each counter just gets the delta. New epoch: Redis
+# lost everything (a restart without persistence), and every instance's last view is a
+# lower bound of what was spent, the largest one the best. The counter's `:base` is the
+# view it was recreated from; a larger view adds the difference and becomes the base, so
+# whatever order the instances come back in, the counter ends at the largest view plus
+# every instance's delta, never below what was really spent (before the restart, only
+# settlements that no view includes can make it read high).
 _RECOVER = """
-for i = 1, #KEYS do
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[2])
+  epoch = ARGV[2]
+end
+local lost = ARGV[1] ~= '' and epoch ~= ARGV[1]
+for i = 2, #KEYS do
+  local delta = tonumber(ARGV[3*i-3])
+  local view = tonumber(ARGV[3*i-2])
+  local ttl = tonumber(ARGV[3*i-1])
+  local base = KEYS[i] .. ':base'
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    local v = redis.call('INCRBY', KEYS[i], ARGV[3*i-2])
-    if v < tonumber(ARGV[3*i-1]) then
-      redis.call('SET', KEYS[i], ARGV[3*i-1], 'KEEPTTL')
+    if delta ~= 0 then
+      redis.call('INCRBY', KEYS[i], delta)
     end
-  elseif tonumber(ARGV[3*i-1]) > 0 and tonumber(ARGV[3*i]) > 0 then
-    redis.call('SET', KEYS[i], ARGV[3*i-1], 'PX', ARGV[3*i])
+    if lost then
+      local from = tonumber(redis.call('GET', base) or '0')
+      if view > from then
+        redis.call('INCRBY', KEYS[i], view - from)
+        redis.call('SET', base, view, 'KEEPTTL')
+      end
+    end
+  elseif ttl > 0 and (lost or delta > 0) then
+    redis.call('SET', KEYS[i], view + delta, 'PX', ttl)
+    redis.call('SET', base, view, 'PX', ttl)
   end
 end
-return 1
+return epoch
 """
 
 # KEYS: the blob, the cache index, the cache channel; ARGV: value, ttl_ms, expiry (epoch ms),
@@ -144,12 +175,14 @@ redis.call('PUBLISH', KEYS[3], ARGV[4] .. ' ' .. ARGV[2])
 return 1
 """
 
-# KEYS: the instances set; ARGV: this instance, now, stale-before. Returns live instances.
+# KEYS: the instances set, the epoch marker; ARGV: this instance, now, the oldest heartbeat
+# still alive, a new epoch in case the marker is missing. Returns {live instances, epoch}.
 _HEARTBEAT = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('EXPIRE', KEYS[1], 60)
-return redis.call('ZCARD', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[4], 'NX')
+return {redis.call('ZCARD', KEYS[1]), redis.call('GET', KEYS[2])}
 """
 
 LEASE_REQUESTS = 32  # a lease is this many more of the reserving request's amount
@@ -159,6 +192,14 @@ LEASE_IDLE_S = 2.0  # a lease unused this long goes back to the shared counter
 _HEARTBEAT_S = 3.0
 _PROBE_S = 1.0
 _ERRORS = (RespError, OSError, asyncio.TimeoutError)
+
+
+def _merged(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """Two tallies of local spend added together."""
+    out = dict(a)
+    for key, v in b.items():
+        out[key] = out.get(key, 0) + v
+    return out
 
 
 def _outcome(fut: asyncio.Future[Any]) -> Any:
@@ -231,6 +272,9 @@ class RedisState:
         # fallback from what was already spent instead of from zero.
         self.seen: dict[str, tuple[int, float]] = {}
         self._outage: dict[str, int] = {}  # spent on local counters while Redis was down
+        # Redis's data generation (a marker key): when it changes, Redis lost its counters
+        # and every instance brings back its views of them (see _RECOVER).
+        self.epoch = ""
         self._leases: dict[str, _Lease] = {}
         # The cache directory: blob name -> expiry (monotonic); None while not subscribed.
         self._directory: OrderedDict[str, float] | None = None
@@ -536,12 +580,12 @@ class RedisState:
             if self.down:
                 try:
                     await self.redis.execute("PING")
+                    await self._rejoin()  # before shared counting resumes
                 except _ERRORS:
                     pass
                 else:
                     self.down = False
                     log.warning("Redis is reachable again: shared limits and cache resumed")
-                    await self._rejoin()
             if not self.down and self._subscription is None:
                 await self._subscribe()
             if not self.down and time.monotonic() >= beat_at:
@@ -550,27 +594,49 @@ class RedisState:
             await asyncio.sleep(_PROBE_S)
 
     async def _rejoin(self) -> None:
-        """What was spent locally during the outage joins the shared counters."""
-        spent, self._outage = self._outage, {}
+        """This instance's views of the live counters, and what it spent on them locally
+        during an outage, join the shared counters (_RECOVER); raises if Redis fails.
+        The caller resumes shared counting right after, with no await in between."""
         now = time.monotonic()
-        keys: list[str] = []
-        args: list[int] = []
-        for key, delta in spent.items():
-            floor, until = self.seen.get(key, (0, now))
+        views = [k for k, (_, until) in self.seen.items() if until > now]
+        spent, self._outage = self._outage, {}
+        try:
+            epoch = await self._recover(*self._recover_call(views, spent, now))
+        except _ERRORS:
+            self._outage = _merged(spent, self._outage)  # sent with the next try
+            raise
+        self.epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        if self._outage:  # spent locally while that call was in flight: sent now, unwaited
+            later, self._outage = self._outage, {}
+            self._unwaited(self._recover.submit(*self._recover_call([], later, now)))
+
+    def _recover_call(
+        self, views: list[str], spent: dict[str, int], now: float
+    ) -> tuple[list[str], list[Any]]:
+        """_RECOVER's keys and arguments for these counters."""
+        keys = [self.prefix + "epoch"]
+        args: list[Any] = [self.epoch, os.urandom(8).hex()]
+        for key in {*views, *spent}:
+            delta = spent.get(key, 0)
+            value, until = self.seen.get(key, (delta, now))  # a view includes local spend
             keys.append(self.prefix + key)
-            args += (delta, floor, max(0, int((until - now) * 1000)))
-        if keys:
-            try:
-                await self._recover(keys, args)
-            except _ERRORS as exc:
-                self._fail(exc)
+            args += (delta, value - delta, max(0, int((until - now) * 1000)))
+        return keys, args
 
     async def _heartbeat(self) -> None:
         """Count live instances: each refreshes its member; stale members are dropped."""
         now = time.time()
-        args = (self.instance_id, now, now - 3 * _HEARTBEAT_S)
+        args = (self.instance_id, now, now - 3 * _HEARTBEAT_S, os.urandom(8).hex())
+        keys = [self.prefix + "instances", self.prefix + "epoch"]
         try:
-            live = await self._heartbeat_script([self.prefix + "instances"], args)
+            live, epoch = await self._heartbeat_script(keys, args)
+            epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+            if self.epoch and epoch != self.epoch:
+                # Redis lost its data without this instance seeing it down (a restart
+                # between two calls, a flush): bring the views back now.
+                await self._rejoin()
+            else:
+                self.epoch = epoch
         except _ERRORS as exc:
             self._fail(exc)
             return
