@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from sluice.state import Counter, MemoryState
 from sluice.state_redis import RedisState
-from tests.traffic_util import redis_server
+from tests.traffic_util import RedisServer, redis_server
 
 HOUR_MS = 3_600_000
 
@@ -74,6 +75,26 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 10) -> N
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def _two_instances_saw_30_and_60(
+    server: RedisServer,
+) -> AsyncIterator[tuple[RedisState, RedisState]]:
+    """Two instances sharing `server`, each past its first heartbeat (the epoch is known),
+    that reserved 30 on one budget counter each: a last saw it at 30, b at 60."""
+    a = RedisState(server.url, "t:", 2, MemoryState())
+    b = RedisState(server.url, "t:", 2, MemoryState())
+    for st in (a, b):
+        await st.start()
+    try:
+        await _until(lambda: bool(a.epoch and b.epoch), "no heartbeat set the epoch")
+        assert (await a.reserve(_budget(30))).ok
+        assert (await b.reserve(_budget(30))).ok
+        yield a, b
+    finally:
+        for st in (a, b):
+            await st.close()
+
+
 async def test_an_empty_restart_resumes_from_the_largest_view(tmp_path: Path) -> None:
     """Two instances saw one counter at different values (each saw it after its own
     reservation); Redis goes away and comes back empty. Whichever instance rejoins first,
@@ -81,15 +102,8 @@ async def test_an_empty_restart_resumes_from_the_largest_view(tmp_path: Path) ->
     `make soak`: a key's rpm passed by 1-3 in the minute of an empty restart, because the
     counter was recreated from the first instance's smaller view)."""
     with redis_server(tmp_path) as server:
-        a = RedisState(server.url, "t:", 2, MemoryState())
-        b = RedisState(server.url, "t:", 2, MemoryState())
-        for st in (a, b):
-            await st.start()
-        try:
-            await _until(lambda: bool(a.epoch and b.epoch), "no heartbeat set the epoch")
+        async with _two_instances_saw_30_and_60(server) as (a, b):
             old = a.epoch
-            assert (await a.reserve(_budget(30))).ok  # a saw 30
-            assert (await b.reserve(_budget(30))).ok  # b saw 60
             server.stop()
             # Down: each spends on its own share (100 // 2 = 50, from its view // 2).
             assert (await a.reserve(_budget(1))).ok and a.down
@@ -102,24 +116,14 @@ async def test_an_empty_restart_resumes_from_the_largest_view(tmp_path: Path) ->
             assert int(server.client().get("t:b:team:t1:2026-11") or 0) == 60 + 1 + 1
             assert not (await a.reserve(_budget(39))).ok
             assert (await b.reserve(_budget(38))).ok
-        finally:
-            for st in (a, b):
-                await st.close()
 
 
 async def test_a_flush_is_noticed_by_the_heartbeat(tmp_path: Path) -> None:
     """Redis loses its data while every instance is connected (here FLUSHALL): the next
     heartbeat sees a new epoch and each instance brings its views back."""
     with redis_server(tmp_path) as server:
-        a = RedisState(server.url, "t:", 2, MemoryState())
-        b = RedisState(server.url, "t:", 2, MemoryState())
-        for st in (a, b):
-            await st.start()
-        try:
-            await _until(lambda: bool(a.epoch and b.epoch), "no heartbeat set the epoch")
+        async with _two_instances_saw_30_and_60(server) as (a, b):
             old = a.epoch
-            assert (await a.reserve(_budget(30))).ok
-            assert (await b.reserve(_budget(30))).ok
             server.client().flushall()
             await _until(lambda: a.epoch == b.epoch != old, "the heartbeats missed the flush")
             await _until(
@@ -130,6 +134,3 @@ async def test_a_flush_is_noticed_by_the_heartbeat(tmp_path: Path) -> None:
             assert not a.down and not b.down
             assert not (await a.reserve(_budget(41))).ok
             assert (await b.reserve(_budget(40))).ok
-        finally:
-            for st in (a, b):
-                await st.close()
