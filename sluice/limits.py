@@ -14,7 +14,6 @@ reserved in one atomic `State.reserve` call: all pass or nothing moves, which is
 
 from __future__ import annotations
 
-import collections
 import math
 import time
 from collections.abc import Callable
@@ -197,7 +196,8 @@ class Ticket:
         values, ttls = self.admission.values, self.admission.ttls
         checks = self.plan.checks
         out: list[tuple[bytes, bytes]] = []
-        for i, (limit, remaining, reset) in self.plan.shown or self._tightest():
+        shown = self.plan.shown
+        for i, (limit, remaining, reset) in shown if shown is not None else self._tightest():
             left = checks[i].cap - values[i]
             out += (
                 (limit, checks[i].cap_bytes),
@@ -357,21 +357,18 @@ class Traffic:
                     caps[k] = min(int(own_cap), caps.get(k, int(own_cap)))
         if not caps:
             return _NO_LIMITS
-        checks, tpm, by_kind = [], [], collections.Counter[str]()
-        for i, ((kind, scope, ident), cap) in enumerate(caps.items()):
+        checks = []
+        for (kind, scope, ident), cap in caps.items():
             if kind == "concurrent":  # one slot, kept alive while busy
                 counter = Counter(f"c:{scope}:{ident}", 1, cap, -self.inflight_ttl_ms)
             else:
                 counter = Counter(f"{kind[0]}:{scope}:{ident}:{window}", 1, cap, ttl)
-                if kind == "tpm":
-                    tpm.append(i)
-            by_kind[kind] += 1
             checks.append(LimitCheck(kind, scope, cap, counter, b"%d" % cap))
+        kinds = [c.kind for c in checks]
+        tpm = [i for i, kind in enumerate(kinds) if kind == "tpm"]
         shown = None
-        if by_kind["rpm"] <= 1 and by_kind["tpm"] <= 1:
-            shown = [
-                (i, _HEADER_NAMES[c.kind]) for i, c in enumerate(checks) if c.kind != "concurrent"
-            ]
+        if kinds.count("rpm") <= 1 and kinds.count("tpm") <= 1:
+            shown = [(i, _HEADER_NAMES[k]) for i, k in enumerate(kinds) if k != "concurrent"]
         return LimitPlan(checks, [c.counter for c in checks], tpm, shown)
 
     def _budgets(

@@ -194,14 +194,6 @@ _PROBE_S = 1.0
 _ERRORS = (RespError, OSError, asyncio.TimeoutError)
 
 
-def _merged(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    """Two tallies of local spend added together."""
-    out = dict(a)
-    for key, v in b.items():
-        out[key] = out.get(key, 0) + v
-    return out
-
-
 def _outcome(fut: asyncio.Future[Any]) -> Any:
     """A finished call's reply, or its exception (None when it was cancelled)."""
     if fut.cancelled():
@@ -274,7 +266,7 @@ class RedisState:
         self._outage: dict[str, int] = {}  # spent on local counters while Redis was down
         # Redis's data generation (a marker key): when it changes, Redis lost its counters
         # and every instance brings back its views of them (see _RECOVER).
-        self.epoch = ""
+        self.epoch = b""  # as Redis returns it; b"" until the first heartbeat
         self._leases: dict[str, _Lease] = {}
         # The cache directory: blob name -> expiry (monotonic); None while not subscribed.
         self._directory: OrderedDict[str, float] | None = None
@@ -603,9 +595,10 @@ class RedisState:
         try:
             epoch = await self._recover(*self._recover_call(views, spent, now))
         except _ERRORS:
-            self._outage = _merged(spent, self._outage)  # sent with the next try
+            for key, delta in spent.items():  # sent with the next try
+                self._outage[key] = self._outage.get(key, 0) + delta
             raise
-        self.epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        self.epoch = epoch
         if self._outage:  # spent locally while that call was in flight: sent now, unwaited
             later, self._outage = self._outage, {}
             self._unwaited(self._recover.submit(*self._recover_call([], later, now)))
@@ -630,7 +623,6 @@ class RedisState:
         keys = [self.prefix + "instances", self.prefix + "epoch"]
         try:
             live, epoch = await self._heartbeat_script(keys, args)
-            epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
             if self.epoch and epoch != self.epoch:
                 # Redis lost its data without this instance seeing it down (a restart
                 # between two calls, a flush): bring the views back now.

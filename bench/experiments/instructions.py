@@ -67,6 +67,11 @@ def instructions(root: Path, config: Path, count: int, up: systems.Upstreams, wo
         conn.close()
         proc.proc.send_signal(signal.SIGINT)  # a clean exit writes callgrind's totals
         proc.proc.wait(300)
+    return callgrind_total(out)
+
+
+def callgrind_total(out: Path) -> int:
+    """The instruction total a callgrind output file reports."""
     found = re.search(r"^(?:summary|totals):\s*(\d+)", out.read_text(errors="replace"), re.M)
     if found is None:
         raise RuntimeError(f"no totals in {out}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -82,16 +81,17 @@ def loop(n: int, step: str) -> None:
 
 def count(root: Path, n: int, step: str, work: Path) -> int:
     """callgrind's total for one run of `loop(n, step)` with `root` on the path."""
+    # Imported here, in this checkout: the loop itself runs against `root`'s bench package,
+    # which may be older than this helper.
+    from bench.experiments.instructions import callgrind_total
+
     out = work / f"callgrind.{step}.{n}.out"
     # This file runs the loop against `root`'s sluice (and its bench.traffic_overhead).
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(root)}
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
     cmd += [__file__, "--loop", str(n), step]
     subprocess.run(cmd, check=True, env=env, capture_output=True, cwd=root)
-    found = re.search(r"^(?:summary|totals):\s*(\d+)", out.read_text(errors="replace"), re.M)
-    if found is None:
-        raise RuntimeError(f"no totals in {out}")
-    return int(found.group(1))
+    return callgrind_total(out)
 
 
 def main() -> None:
