@@ -165,6 +165,9 @@ class LimitPlan:
     # (check index, header names) per kind; None when a kind has several limits (the
     # tightest is then found per request)
     shown: list[tuple[int, tuple[bytes, bytes, bytes]]] | None
+    # In-process backend: each counter's live slot (`MemoryState.live_slot`), fetched on the
+    # plan's first request, so later requests count without a lookup (`take`).
+    slots: list[list[float]] | None = None
 
     def counters_for(self, tokens: int) -> list[Counter]:
         """A request's counters: the plan's, with its `tokens` on tpm (a new list)."""
@@ -173,6 +176,28 @@ class LimitPlan:
             key, _, cap, ttl = counters[i]
             counters[i] = Counter(key, tokens, cap, ttl)
         return counters
+
+    def take(self, slots: list[list[float]], tokens: int) -> Admission | None:
+        """`MemoryState.reserve_now` of `counters_for(tokens)` on the live `slots`: all or
+        nothing, one event loop, no await. None when a slot has expired (a concurrency
+        counter idle past its TTL, a window just ended): the caller fetches fresh ones."""
+        now = time.monotonic()
+        checks, counters = self.checks, self.counters
+        for i, slot in enumerate(slots):
+            if slot[1] <= now:
+                return None
+            amount = counters[i].amount if checks[i].kind != "tpm" else tokens
+            if slot[0] + amount > checks[i].cap:
+                return Admission(False, i, [int(slot[0])], [int((slot[1] - now) * 1000)])
+        values, ttls = [], []
+        for i, slot in enumerate(slots):
+            counter = counters[i]
+            slot[0] += counter.amount if checks[i].kind != "tpm" else tokens
+            if counter.ttl_ms < 0:  # a gauge: alive while busy
+                slot[1] = now - counter.ttl_ms / 1000
+            values.append(int(slot[0]))
+            ttls.append(int((slot[1] - now) * 1000))
+        return Admission(True, -1, values, ttls)
 
 
 _NO_LIMITS = LimitPlan([], [], [], [])
@@ -190,6 +215,7 @@ class Ticket:
     est_nano: int
     price: Price | None
     reserved_out: int
+    slots: list[list[float]] | None = None  # in-process: the live slots reserved on
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits."""
@@ -243,8 +269,11 @@ class Ticket:
 
     def settle(self, rec: UsageRecord) -> None:
         """Release in-flight slots and move tokens and spend from the estimate to the real."""
-        deltas: list[tuple[str, int]] = []
         real_tokens = 0 if rec.cache_hit else rec.prompt_tokens + rec.completion_tokens
+        if self.slots is not None:  # in-process, reserved by LimitPlan.take: no budgets
+            self._settle_slots(self.slots, real_tokens)
+            return
+        deltas: list[tuple[str, int]] = []
         for c in self.plan.checks:
             if c.kind == "concurrent":
                 deltas.append((c.counter.key, -1))
@@ -258,6 +287,16 @@ class Ticket:
                 deltas += [(b.counter.key, real - self.est_nano) for b in self.budgets]
         if deltas:
             self.state.adjust(deltas, self.admission.local)
+
+    def _settle_slots(self, slots: list[list[float]], real_tokens: int) -> None:
+        """`settle` on the live slots `LimitPlan.take` reserved on (`MemoryState.adjust`
+        without the lookups; a slot that has expired since counts for nothing any more)."""
+        tokens = real_tokens - self.est_tokens
+        for c, slot in zip(self.plan.checks, slots, strict=True):
+            if c.kind == "concurrent":
+                slot[0] = max(0, slot[0] - 1)
+            elif c.kind == "tpm" and tokens:
+                slot[0] = max(0, slot[0] + tokens)
 
 
 def _ttl(resets_ms: int | None, now_ms: int) -> int:
@@ -313,7 +352,7 @@ class Traffic:
         ]
         self.inflight_ttl_ms = int((settings.server.upstream_timeout_s + 60) * 1000)
         # In-process counters answer at once: called directly, without a coroutine.
-        self._reserve_now = state.reserve_now if isinstance(state, MemoryState) else None
+        self._memory = state if isinstance(state, MemoryState) else None
         self._by_ip = any(scope == "ip" for scope, _, _ in self.limit_rules)
         # Which counters a caller's request lands on, per caller, model and minute: the
         # rules are resolved once, not on every request.
@@ -459,6 +498,9 @@ class Traffic:
         rules = self._budgets(req, principal) if model else []
         if not limits.checks and not rules:
             return None
+        memory = self._memory
+        if memory is not None and not rules:
+            return self._take(memory, req, limits, tokens, out)
         counters = limits.counters_for(tokens)
         price, nano, checks = None, 0, []
         if rules:
@@ -476,13 +518,30 @@ class Traffic:
                 counter = Counter(b.counter.key, nano, b.counter.cap, _ttl(resets_ms, now_ms))
                 checks.append(budgets.BudgetCheck(b.scope, b.ident, b.usd, b.period, counter))
                 counters.append(counter)
-        now = self._reserve_now
-        adm = now(counters) if now is not None else await self.state.reserve(counters)
+        adm = memory.reserve_now(counters) if memory else await self.state.reserve(counters)
         if not adm.ok:
             if adm.failed < len(limits.checks):
                 raise limit_error(limits.checks[adm.failed], adm.values[0], adm.ttls[0])
             raise budget_error(checks[adm.failed - len(limits.checks)], adm.values[0])
         ticket = Ticket(self.state, limits, checks, adm, tokens, nano, price, out)
+        req.response_headers += ticket.headers()
+        return ticket
+
+    @staticmethod
+    def _take(
+        memory: MemoryState, req: Request, limits: LimitPlan, tokens: int, out: int
+    ) -> Ticket:
+        """`reserve` for limits alone on the in-process backend, on the plan's live slots."""
+        slots = limits.slots
+        adm = limits.take(slots, tokens) if slots is not None else None
+        if adm is None:  # the plan's first request, or a slot expired: fetch live ones
+            slots = limits.slots = [memory.live_slot(c.key, c.ttl_ms) for c in limits.counters]
+            adm = limits.take(slots, tokens)
+        if adm is None:  # expired again at once (a window ending this very ms): by key
+            adm, slots = memory.reserve_now(limits.counters_for(tokens)), None
+        if not adm.ok:
+            raise limit_error(limits.checks[adm.failed], adm.values[0], adm.ttls[0])
+        ticket = Ticket(memory, limits, [], adm, tokens, 0, None, out, slots)
         req.response_headers += ticket.headers()
         return ticket
 

@@ -143,6 +143,21 @@ class MemoryState:
         """See `State.reserve`."""
         return self.reserve_now(counters)
 
+    def live_slot(self, key: str, ttl_ms: int) -> list[float]:
+        """Counter `key`'s slot, [value, monotonic expiry or 0], created at 0 (expiring per
+        `ttl_ms`, as in `Counter`) when absent or expired.
+
+        A caller may keep the slot and count on it directly while it is unexpired: a slot
+        stays in the table until it expires, and an expired slot never comes back (its
+        counter gets a new one), so an unexpired slot is always the counter's."""
+        now = time.monotonic()
+        slot = self._value(key, now)
+        if slot is None:
+            slot = self._counters[key] = [0, 0.0]
+        if ttl_ms and not slot[1]:
+            slot[1] = now + abs(ttl_ms) / 1000
+        return slot
+
     def adjust(self, deltas: Sequence[tuple[str, int]], local: bool = False) -> None:
         """See `State.adjust`."""
         now = time.monotonic()

@@ -217,6 +217,64 @@ async def test_principal_limits_apply_at_the_callers_key() -> None:
     assert await traffic.admit(_request(), other, plan, chat_operation(schema.parse_chat(raw)))
 
 
+def test_a_live_slot_is_the_counters_own_until_it_expires() -> None:
+    """`MemoryState.live_slot` hands out the table's own slot: counting on it is counting on
+    the counter, and once it expires the counter gets a new one at 0 (never the old back)."""
+    st = MemoryState()
+    slot = st.live_slot("r:key:k1:1", 40)
+    assert st.live_slot("r:key:k1:1", 40) is slot
+    assert st.reserve_now([Counter("r:key:k1:1", 2, 10, 40)]).values == [2]
+    assert slot[0] == 2
+    time.sleep(0.05)
+    assert st.reserve_now([Counter("r:key:k1:1", 1, 10, 40)]).values == [1]  # a new window
+    fresh = st.live_slot("r:key:k1:1", 40)
+    assert fresh is not slot and fresh[0] == 1 and slot[0] == 2
+
+
+async def test_in_process_admission_counts_on_the_plans_live_slots() -> None:
+    """In-process limits reserve on slots the caller's plan holds (LimitPlan.take): the same
+    counters `peek` reads, settled on them, and a concurrency slot that expired is replaced."""
+    s = config.from_mapping(
+        {
+            "providers": {"openai": {"kind": "openai", "api_key": "sk"}},
+            "models": [{"match": "gpt-*", "provider": "openai"}],
+            "limits": [{"scope": "key", "rpm": 10, "tpm": 1000, "concurrent": 2}],
+        }
+    )
+    st = MemoryState()
+    traffic = Traffic(s, st, Prices(s))
+    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
+    raw = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
+    me = Principal("key", key_id="k1")
+    tickets = []
+    for _ in range(2):
+        req = _request()
+        ticket = await traffic.admit(req, me, plan, chat_operation(schema.parse_chat(raw)))
+        assert ticket is not None and ticket.slots is not None
+        tickets.append((ticket, req))
+    assert dict(tickets[1][1].response_headers)[b"x-ratelimit-remaining-requests"] == b"8"
+    keys = [c.counter.key for c in tickets[0][0].plan.checks]
+    est = tickets[0][0].est_tokens
+    assert [v for v, _ in await st.peek(keys)] == [2, 2 * est, 2]  # rpm, tpm, concurrent
+    with pytest.raises(GatewayError) as busy:  # two in flight: the third waits
+        await traffic.admit(_request(), me, plan, chat_operation(schema.parse_chat(raw)))
+    assert "2 concurrent per key" in busy.value.message
+    from sluice.usage import new_record
+
+    for ticket, _ in tickets:
+        rec = new_record("r", "POST", "/v1/chat/completions")
+        rec.prompt_tokens, rec.completion_tokens = 3, 4
+        ticket.settle(rec)
+    assert [v for v, _ in await st.peek(keys)] == [2, 14, 0]  # tokens settled, slots freed
+    ticket = await traffic.admit(_request(), me, plan, chat_operation(schema.parse_chat(raw)))
+    assert ticket is not None and ticket.slots is not None
+    old = ticket.slots[2]
+    old[1] = time.monotonic() - 1  # the concurrency slot expires (idle past its TTL)
+    again = await traffic.admit(_request(), me, plan, chat_operation(schema.parse_chat(raw)))
+    assert again is not None and again.slots is not None and again.slots[2] is not old
+    assert [v for v, _ in await st.peek(keys)][::2] == [4, 1]  # rpm 4; a new gauge at 1
+
+
 def test_resp_parser_handles_every_split_point() -> None:
     """Replies arrive in arbitrary TCP pieces: a cut anywhere is 'incomplete', never wrong."""
     from sluice.resp import RespError, _Incomplete, parse
