@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
@@ -168,6 +168,15 @@ class LimitPlan:
     # In-process backend: each counter's live slot (`MemoryState.live_slot`), fetched on the
     # plan's first request, so later requests count without a lookup (`take`).
     slots: list[list[float]] | None = None
+    # Per counter, what `take` needs: cap, amount (0: the request's tokens), and for a
+    # gauge the seconds it stays alive (0.0 for a window)
+    steps: list[tuple[int, int, float]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.steps = [
+            (cap, 0 if i in self.tpm else amount, -ttl / 1000 if ttl < 0 else 0.0)
+            for i, (_, amount, cap, ttl) in enumerate(self.counters)
+        ]
 
     def counters_for(self, tokens: int) -> list[Counter]:
         """A request's counters: the plan's, with its `tokens` on tpm (a new list)."""
@@ -182,19 +191,18 @@ class LimitPlan:
         nothing, one event loop, no await. None when a slot has expired (a concurrency
         counter idle past its TTL, a window just ended): the caller fetches fresh ones."""
         now = time.monotonic()
-        checks, counters = self.checks, self.counters
+        steps = self.steps
         for i, slot in enumerate(slots):
             if slot[1] <= now:
                 return None
-            amount = counters[i].amount if checks[i].kind != "tpm" else tokens
-            if slot[0] + amount > checks[i].cap:
+            cap, amount, _ = steps[i]
+            if slot[0] + (amount or tokens) > cap:
                 return Admission(False, i, [int(slot[0])], [int((slot[1] - now) * 1000)])
         values, ttls = [], []
-        for i, slot in enumerate(slots):
-            counter = counters[i]
-            slot[0] += counter.amount if checks[i].kind != "tpm" else tokens
-            if counter.ttl_ms < 0:  # a gauge: alive while busy
-                slot[1] = now - counter.ttl_ms / 1000
+        for slot, (_, amount, alive_s) in zip(slots, steps, strict=True):
+            slot[0] += amount or tokens
+            if alive_s:  # a gauge: alive while busy
+                slot[1] = now + alive_s
             values.append(int(slot[0]))
             ttls.append(int((slot[1] - now) * 1000))
         return Admission(True, -1, values, ttls)
