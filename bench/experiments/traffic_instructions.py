@@ -13,8 +13,9 @@ are fixed (PYTHONHASHSEED=0), so a count repeats to the instruction; timings on 
 ±40 % between runs of the same code, which is why this exists. ~15 s per run, 4 runs a step.
 
 2026-12-02: admit 66,073 (`--root` a checkout of 456e7cd) → 52,064 after LimitPlan (commit
-2384252) → 43,050 on the plan's live slots (LimitPlan.take); admit + settle 60,248 → 51,400. From an earlier copy of this loop: slot + lookup ~27k, store ~8k, settle ~8k, all
-~95k. Python bytecode is most of every step.
+2384252) → 43,050 on the plan's live slots (LimitPlan.take); admit + settle 60,248 → 51,400.
+From an earlier copy of this loop: slot + lookup ~27k, store ~8k, settle ~8k, all ~95k.
+Python bytecode is most of every step.
 """
 
 from __future__ import annotations
