@@ -34,6 +34,8 @@ PROCESSES = {
     "audit": Process("sluice-open.yaml", {"AUDIT_LOG": "true"}),
     "audit-pg": Process("sluice-open.yaml", {"AUDIT_LOG": "true"}, storage="postgres"),
     "key": Process("sluice-key.yaml", {"AUDIT_LOG": "false"}, team_key=True),
+    # The same as "key" in a second process: an A/A control for the traffic Δs
+    "key-twin": Process("sluice-key.yaml", {"AUDIT_LOG": "false"}, team_key=True),
     "traffic-local": Process("sluice-traffic.yaml", {"AUDIT_LOG": "false"}, team_key=True),
     "traffic-redis": Process(
         "sluice-traffic.yaml", {"AUDIT_LOG": "false"}, team_key=True, redis=True

@@ -17,6 +17,7 @@ the "hit" entries repeat one body instead.
 | audit | sluice-open.yaml (audit on), usage rows in SQLite | open |
 | audit-pg | sluice-open.yaml (audit on), usage rows in PostgreSQL | open |
 | anthropic | the `open` process, model claude-bench → fake Anthropic upstream | open |
+| key-twin | as key, in a second process: an A/A control (what two like processes differ by) | key |
 | traffic-local | sluice-traffic.yaml (key limit + cache, in-process), team key | key |
 | traffic-redis | sluice-traffic.yaml + SLUICE_REDIS_URL, team key | key |
 | traffic-… hit | the same process, one body repeated: every request after the first hits | direct |
@@ -48,7 +49,10 @@ GROUPS = {
     "auth": ("open", "key"),
     "logging": ("open", "audit", "audit-pg"),
     "translation": ("open", "anthropic"),
-    "traffic": ("key", "traffic-local", "traffic-redis", "traffic-local hit", "traffic-redis hit"),
+    "traffic": (
+        *("key", "key-twin", "traffic-local", "traffic-redis"),
+        *("traffic-local hit", "traffic-redis hit"),
+    ),
 }
 ANTHROPIC_CHUNKS = 20  # content writes per stream (bench/anthropic_fake.py), for µs per chunk
 
@@ -71,6 +75,7 @@ ENTRIES = {
     "audit": Entry("audit", "open", count_rows=True),
     "audit-pg": Entry("audit-pg", "open", count_rows=True),
     "anthropic": Entry("open", "open", anthropic=True),
+    "key-twin": Entry("key-twin", "key"),
     "traffic-local": Entry("traffic-local", "key"),
     "traffic-redis": Entry("traffic-redis", "key"),
     "traffic-local hit": Entry("traffic-local", "direct", unique=False),

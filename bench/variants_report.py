@@ -28,6 +28,7 @@ WHAT = {
     "audit": "audit log on vs AUDIT_LOG=false, rows in SQLite both — issue 4",
     "audit-pg": "audit log on, rows in PostgreSQL vs AUDIT_LOG=false + SQLite — issue 4",
     "anthropic": "OpenAI in → Anthropic upstream vs OpenAI route — issue 5",
+    "key-twin": "the key process's config in a second process (A/A control) — issue 6",
     "traffic-local": "key limit + cache (misses), in-process vs none — issue 6",
     "traffic-redis": "key limit + cache (misses), Redis vs none — issue 6",
     "traffic-local hit": "cache hit (in-process) vs direct upstream — issue 6",
@@ -142,6 +143,12 @@ def targets(res: Results) -> list[tuple[str, str, str]]:
         "6 · key limit + cache, in-process: c=1 p50 overhead ≤ 0.03 ms",
         _diff(res, "traffic-local", "key", "c1_p50"),
         0.03,
+        "{:+.3f} ms",
+    )
+    check(
+        "6 · A/A control, the same config in two processes (info: the Δs' noise floor here)",
+        _diff(res, "key-twin", "key", "c1_p50"),
+        None,
         "{:+.3f} ms",
     )
     for n, where in (("traffic-redis", "Redis"), ("traffic-local", "in-process")):
