@@ -30,8 +30,9 @@ Redis every second; when it answers, what was spent locally joins the shared cou
 (_RECOVER) and shared counting resumes; reservations made locally settle locally.
 
 Redis restarted empty: an epoch key changes, and every instance brings back its last view
-of each live counter; a counter resumes from the largest view plus what was spent during the
-outage (see _RECOVER).
+of each live counter — on its return from the outage, at its next reservation (which checks
+the epoch) or heartbeat — before counting on; a counter resumes from the largest view plus
+what was spent during the outage (see _RECOVER).
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ from sluice.state import Admission, Counter, MemoryState
 
 log = logging.getLogger("sluice.state")
 
-# KEYS: counters; ARGV: amount, cap, ttl_ms, floor, floor_ttl_ms, lease per counter (see
-# state.Counter), then the lease margin. A counter that is missing while this instance last
-# saw it at `floor` was lost by Redis (a restart without persistence): it resumes from
-# `floor`, so a restart never hands out a window's or a period's allowance again, and the
-# floor is kept as the counter's base (see _RECOVER).
+# KEYS: counters, then the epoch marker; ARGV: amount, cap, ttl_ms, floor, floor_ttl_ms,
+# lease per counter (see state.Counter), then the epoch this instance knows ('' if none yet)
+# and the lease margin. A counter that is missing while this instance last saw it at `floor`
+# was lost by Redis (a restart without persistence): it resumes from `floor`, so a restart
+# never hands out a window's or a period's allowance again, and the floor is kept as the
+# counter's base (see _RECOVER). Returns {2} and moves nothing when the epoch is not the
+# one this instance knows (Redis lost its data while the instance stayed connected, e.g. a
+# flush): the instance brings its views back first (_RECOVER), then reserves again.
 # Returns {0, i, value, pttl} when counter i would pass its cap (no count changed), else
 # {1, value1, ttl1, lease1, value2, ttl2, lease2, ...} after adding every amount, and a
 # lease on top where one was asked for and the counter stays `margin` leases below its cap
@@ -66,10 +70,14 @@ log = logging.getLogger("sluice.state")
 # period's ttl is the one the caller computed from the same boundary as the key's expiry
 # (the key names the window), so it is returned rather than read back with PTTL.
 _RESERVE = """
+local known = ARGV[#ARGV - 1]
+if known ~= '' and redis.call('GET', KEYS[#KEYS]) ~= known then
+  return {2}
+end
 local margin = tonumber(ARGV[#ARGV])
 local out = {1}
 local added = {}
-for i = 1, #KEYS do
+for i = 1, #KEYS - 1 do
   local amount = tonumber(ARGV[6*i-5])
   local ttl = tonumber(ARGV[6*i-3])
   if tonumber(ARGV[6*i-2]) > 0 then
@@ -268,6 +276,7 @@ class RedisState:
         # and every instance brings back its views of them (see _RECOVER).
         self.epoch = b""  # as Redis returns it; b"" until the first heartbeat
         self._leases: dict[str, _Lease] = {}
+        self._rejoining: asyncio.Future[None] | None = None  # see _rejoin_once
         # The cache directory: blob name -> expiry (monotonic); None while not subscribed.
         self._directory: OrderedDict[str, float] | None = None
         self._loading: OrderedDict[str, float] | None = None
@@ -285,16 +294,17 @@ class RedisState:
                 self.instances,
             )
 
-    async def reserve(self, counters: Sequence[Counter]) -> Admission:
+    async def reserve(self, counters: Sequence[Counter], rejoins: int = 0) -> Admission:
         """See `State.reserve`: from this instance's leases when they cover every counter,
         else one EVALSHA (taking leases where far from the cap), or the local fallback while
-        Redis is down."""
+        Redis is down. `rejoins`: how many times this reservation found Redis's data lost
+        and waited for this instance's views to go back."""
         now = time.monotonic()
         if not self.down:
             leased = self._from_leases(counters, now)
             if leased is not None:
                 return leased
-            args: list[int] = []
+            args: list[Any] = []
             for c in counters:
                 floor, until = self.seen.get(c.key, (0, 0.0))
                 left_ms = int((until - now) * 1000)
@@ -305,9 +315,16 @@ class RedisState:
                 short = held is None or held.until <= now or held.left < c.amount
                 lease = LEASE_REQUESTS * c.amount if c.ttl_ms > 0 and short else 0
                 args += (c.amount, c.cap, c.ttl_ms, floor, left_ms, lease)
-            args.append(LEASE_MARGIN * max(1, self.instances))
+            epoch = self.epoch
+            args += (epoch, LEASE_MARGIN * max(1, self.instances))
+            keys = [self.prefix + c.key for c in counters]
+            keys.append(self.prefix + "epoch")
             try:
-                raw = await self._reserve([self.prefix + c.key for c in counters], args)
+                raw = await self._reserve(keys, args)
+                if raw[0] == 2 and rejoins < 2:  # Redis lost its data: views back first
+                    if self.epoch == epoch:  # not already brought back by another request
+                        await self._rejoin_once()
+                    return await self.reserve(counters, rejoins + 1)
             except _ERRORS as exc:
                 self._fail(exc)
             else:
@@ -315,7 +332,10 @@ class RedisState:
                     failed = int(raw[1]) - 1
                     self._see(counters[failed], int(raw[2]), int(raw[3]), now)
                     return Admission(False, failed, [int(raw[2])], [int(raw[3])])
-                return self._granted(counters, [int(v) for v in raw[1:]], now)
+                if raw[0] == 1:
+                    return self._granted(counters, [int(v) for v in raw[1:]], now)
+                # Another epoch again after two rejoins (Redis keeps losing its data): this
+                # one is counted locally and joins the shared counter with the next rejoin.
         got = self.local.reserve_now(counters, max(1, self.instances), self.seen)
         if got.ok:
             for c, ttl in zip(counters, got.ttls, strict=True):
@@ -585,6 +605,19 @@ class RedisState:
                 await self._heartbeat()
             await asyncio.sleep(_PROBE_S)
 
+    async def _rejoin_once(self) -> None:
+        """`_rejoin`, once for every request that finds Redis's data lost at the same time:
+        the others wait for the one under way."""
+        if self._rejoining is None:
+            self._rejoining = asyncio.ensure_future(self._rejoin())
+            self._rejoining.add_done_callback(self._rejoined)
+        await asyncio.shield(self._rejoining)
+
+    def _rejoined(self, fut: asyncio.Future[None]) -> None:
+        self._rejoining = None
+        if not fut.cancelled():
+            fut.exception()  # raised to the awaiting requests; retrieved here for asyncio
+
     async def _rejoin(self) -> None:
         """This instance's views of the live counters, and what it spent on them locally
         during an outage, join the shared counters (_RECOVER); raises if Redis fails.
@@ -625,8 +658,8 @@ class RedisState:
             live, epoch = await self._heartbeat_script(keys, args)
             if self.epoch and epoch != self.epoch:
                 # Redis lost its data without this instance seeing it down (a restart
-                # between two calls, a flush): bring the views back now.
-                await self._rejoin()
+                # between two calls, a flush) nor reserving since: bring the views back now.
+                await self._rejoin_once()
             else:
                 self.epoch = epoch
         except _ERRORS as exc:

@@ -118,6 +118,26 @@ async def test_an_empty_restart_resumes_from_the_largest_view(tmp_path: Path) ->
             assert (await b.reserve(_budget(38))).ok
 
 
+async def test_a_flush_is_noticed_by_the_next_reservation(tmp_path: Path) -> None:
+    """Redis loses its data while every instance is connected and before any heartbeat
+    notices: each instance's next reservation finds another epoch and brings its views back
+    before counting. Before, the first to reserve recreated the counter from its own view
+    (30) and the other counted on from there, losing its larger view (60) for good."""
+    with redis_server(tmp_path) as server:
+        async with _two_instances_saw_30_and_60(server) as (a, b):
+            for st in (a, b):  # no heartbeat: only a reservation can notice the flush
+                assert st._loop_task is not None
+                st._loop_task.cancel()
+            old = a.epoch
+            server.client().flushall()
+            assert (await a.reserve(_budget(1))).ok
+            assert (await b.reserve(_budget(1))).ok
+            assert not a.down and not b.down and a.epoch == b.epoch != old
+            assert int(server.client().get("t:b:team:t1:2026-11") or 0) == 60 + 1 + 1
+            assert not (await a.reserve(_budget(39))).ok
+            assert (await b.reserve(_budget(38))).ok
+
+
 async def test_a_flush_is_noticed_by_the_heartbeat(tmp_path: Path) -> None:
     """Redis loses its data while every instance is connected (here FLUSHALL): the next
     heartbeat sees a new epoch and each instance brings its views back."""
