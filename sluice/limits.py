@@ -278,15 +278,19 @@ class Ticket:
     def settle(self, rec: UsageRecord) -> None:
         """Release in-flight slots and move tokens and spend from the estimate to the real."""
         real_tokens = 0 if rec.cache_hit else rec.prompt_tokens + rec.completion_tokens
-        if self.slots is not None:  # in-process, reserved by LimitPlan.take: no budgets
-            self._settle_slots(self.slots, real_tokens)
+        tokens = real_tokens - self.est_tokens
+        moves = [  # (check index, delta)
+            (i, -1 if c.kind == "concurrent" else tokens)
+            for i, c in enumerate(self.plan.checks)
+            if c.kind == "concurrent" or (c.kind == "tpm" and tokens)
+        ]
+        if self.slots is not None:  # reserved by LimitPlan.take (in-process, no budgets)
+            for i, delta in moves:  # MemoryState.adjust on the held slots, without lookups
+                slot = self.slots[i]
+                slot[0] = max(0, slot[0] + delta)
             return
-        deltas: list[tuple[str, int]] = []
-        for c in self.plan.checks:
-            if c.kind == "concurrent":
-                deltas.append((c.counter.key, -1))
-            elif c.kind == "tpm" and real_tokens != self.est_tokens:
-                deltas.append((c.counter.key, real_tokens - self.est_tokens))
+        checks = self.plan.checks
+        deltas = [(checks[i].counter.key, delta) for i, delta in moves]
         if self.budgets:
             real = 0
             if not rec.cache_hit and rec.cost_usd is not None:
@@ -295,16 +299,6 @@ class Ticket:
                 deltas += [(b.counter.key, real - self.est_nano) for b in self.budgets]
         if deltas:
             self.state.adjust(deltas, self.admission.local)
-
-    def _settle_slots(self, slots: list[list[float]], real_tokens: int) -> None:
-        """`settle` on the live slots `LimitPlan.take` reserved on (`MemoryState.adjust`
-        without the lookups; a slot that has expired since counts for nothing any more)."""
-        tokens = real_tokens - self.est_tokens
-        for c, slot in zip(self.plan.checks, slots, strict=True):
-            if c.kind == "concurrent":
-                slot[0] = max(0, slot[0] - 1)
-            elif c.kind == "tpm" and tokens:
-                slot[0] = max(0, slot[0] + tokens)
 
 
 def _ttl(resets_ms: int | None, now_ms: int) -> int:

@@ -149,8 +149,11 @@ class MemoryState:
 
         A caller may keep the slot and count on it directly while it is unexpired: a slot
         stays in the table until it expires, and an expired slot never comes back (its
-        counter gets a new one), so an unexpired slot is always the counter's."""
+        counter gets a new one), so an unexpired slot is always the counter's. Counting on
+        held slots skips `reserve_now`, so the sweep of expired counters runs here too."""
         now = time.monotonic()
+        if now >= self._next_sweep:
+            self._sweep(now)
         slot = self._value(key, now)
         if slot is None:
             slot = self._counters[key] = [0, 0.0]

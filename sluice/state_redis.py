@@ -294,11 +294,10 @@ class RedisState:
                 self.instances,
             )
 
-    async def reserve(self, counters: Sequence[Counter], rejoins: int = 0) -> Admission:
+    async def reserve(self, counters: Sequence[Counter]) -> Admission:
         """See `State.reserve`: from this instance's leases when they cover every counter,
         else one EVALSHA (taking leases where far from the cap), or the local fallback while
-        Redis is down. `rejoins`: how many times this reservation found Redis's data lost
-        and waited for this instance's views to go back."""
+        Redis is down."""
         now = time.monotonic()
         if not self.down:
             leased = self._from_leases(counters, now)
@@ -315,16 +314,18 @@ class RedisState:
                 short = held is None or held.until <= now or held.left < c.amount
                 lease = LEASE_REQUESTS * c.amount if c.ttl_ms > 0 and short else 0
                 args += (c.amount, c.cap, c.ttl_ms, floor, left_ms, lease)
-            epoch = self.epoch
-            args += (epoch, LEASE_MARGIN * max(1, self.instances))
+            args += (self.epoch, LEASE_MARGIN * max(1, self.instances))
             keys = [self.prefix + c.key for c in counters]
             keys.append(self.prefix + "epoch")
             try:
                 raw = await self._reserve(keys, args)
-                if raw[0] == 2 and rejoins < 2:  # Redis lost its data: views back first
-                    if self.epoch == epoch:  # not already brought back by another request
+                for _ in range(2):  # {2}: Redis lost its data; this instance's views go back
+                    if raw[0] != 2:
+                        break
+                    if self.epoch == args[-2]:  # not already brought back by another request
                         await self._rejoin_once()
-                    return await self.reserve(counters, rejoins + 1)
+                    args[-2] = self.epoch
+                    raw = await self._reserve(keys, args)
             except _ERRORS as exc:
                 self._fail(exc)
             else:
@@ -334,7 +335,7 @@ class RedisState:
                     return Admission(False, failed, [int(raw[2])], [int(raw[3])])
                 if raw[0] == 1:
                     return self._granted(counters, [int(v) for v in raw[1:]], now)
-                # Another epoch again after two rejoins (Redis keeps losing its data): this
+                # Another epoch still after two rejoins (Redis keeps losing its data): this
                 # one is counted locally and joins the shared counter with the next rejoin.
         got = self.local.reserve_now(counters, max(1, self.instances), self.seen)
         if got.ok:

@@ -229,6 +229,12 @@ def test_a_live_slot_is_the_counters_own_until_it_expires() -> None:
     assert st.reserve_now([Counter("r:key:k1:1", 1, 10, 40)]).values == [1]  # a new window
     fresh = st.live_slot("r:key:k1:1", 40)
     assert fresh is not slot and fresh[0] == 1 and slot[0] == 2
+    # Held slots are counted on without reserve_now, so live_slot sweeps expired counters.
+    st.live_slot("r:key:k2:1", 40)
+    time.sleep(0.05)
+    st._next_sweep = 0
+    st.live_slot("r:key:k3:2", 40)
+    assert "r:key:k2:1" not in st._counters and "r:key:k3:2" in st._counters
 
 
 async def test_in_process_admission_counts_on_the_plans_live_slots() -> None:
