@@ -165,6 +165,98 @@ def http_load(target: Target, conns: int, seconds: float) -> HttpResult:
 
 
 @dataclass
+class PairedResult:
+    """c=1 requests alternating between two targets, timed one by one."""
+
+    pairs: int
+    failed: int
+    delta_p50_ms: float  # the median of (a − b) over neighbouring requests
+    a_p50_ms: float
+    b_p50_ms: float
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection that POSTs and reads a Content-Length answer:
+    blocking, no library, so the client adds the same few µs to every request."""
+
+    def __init__(self, url: str) -> None:
+        import socket
+        from urllib.parse import urlsplit
+
+        u = urlsplit(url)
+        self.path = u.path or "/"
+        self.host = f"{u.hostname}:{u.port}"
+        self.sock = socket.create_connection((u.hostname or "127.0.0.1", u.port or 80), 10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def request(self, headers: dict[str, str], body: bytes) -> int:
+        """POST `body`; the status (the answer is read whole)."""
+        head = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        head.append(f"Content-Length: {len(body)}")
+        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        top, _, rest = buf.partition(b"\r\n\r\n")
+        length = 0
+        for line in top.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            rest += chunk
+        return int(top.split(b" ", 2)[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def paired(a: Target, b: Target, seconds: float) -> PairedResult:
+    """Requests to `a` and `b` alternating one by one (a b b a …, so neither always goes
+    first), each on its own connection, each timed alone. Neighbouring requests see the
+    same machine, so the median of their differences holds a Δ of a few µs steady where
+    runs a second apart differ by tens (this VM's neighbours come and go)."""
+    conns = (_Conn(a.json_url), _Conn(b.json_url))
+    targets = (a, b)
+    headers = [{"Content-Type": "application/json", **t.headers} for t in targets]
+    times: tuple[list[float], list[float]] = ([], [])
+    failed = 0
+    end = time.monotonic() + seconds
+    try:
+        n = 0
+        while time.monotonic() < end:
+            order = (0, 1) if n % 2 == 0 else (1, 0)
+            took = [0.0, 0.0]
+            ok = True
+            for i in order:
+                body = targets[i].body(stream=False)
+                t0 = time.perf_counter()
+                status = conns[i].request(headers[i], body)
+                took[i] = time.perf_counter() - t0
+                ok = ok and status == 200
+            if ok:
+                times[0].append(took[0] * 1000)
+                times[1].append(took[1] * 1000)
+            else:
+                failed += 1
+            n += 1
+    finally:
+        for c in conns:
+            c.close()
+    deltas = [x - y for x, y in zip(times[0], times[1], strict=True)]
+    return PairedResult(
+        len(deltas), failed, _pct(deltas, 0.5), _pct(times[0], 0.5), _pct(times[1], 0.5)
+    )
+
+
+@dataclass
 class StreamResult:
     """A round of concurrent streams."""
 

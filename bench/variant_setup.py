@@ -27,7 +27,11 @@ class Process:
     team_key: bool = False
     storage: str = "sqlite"  # sqlite | postgres
     redis: bool = False
+    key_limits: str | None = None  # the team key's own limits (`keys create --limits`)
+    plain_key: bool = False  # a second team key, without limits
 
+
+_TRAFFIC_LIMITS = '{"rpm": 100000000, "tpm": 10000000000}'
 
 PROCESSES = {
     "open": Process("sluice-open.yaml", {"AUDIT_LOG": "false"}),
@@ -36,9 +40,22 @@ PROCESSES = {
     "key": Process("sluice-key.yaml", {"AUDIT_LOG": "false"}, team_key=True),
     # The same as "key" in a second process: an A/A control for the traffic Δs
     "key-twin": Process("sluice-key.yaml", {"AUDIT_LOG": "false"}, team_key=True),
-    "traffic-local": Process("sluice-traffic.yaml", {"AUDIT_LOG": "false"}, team_key=True),
+    # Limits far above the load (checked, never biting), set on the key itself so that the
+    # plain key in the same process has none: the features on and off in one process.
+    "traffic-local": Process(
+        "sluice-traffic.yaml",
+        {"AUDIT_LOG": "false"},
+        team_key=True,
+        key_limits=_TRAFFIC_LIMITS,
+        plain_key=True,
+    ),
     "traffic-redis": Process(
-        "sluice-traffic.yaml", {"AUDIT_LOG": "false"}, team_key=True, redis=True
+        "sluice-traffic.yaml",
+        {"AUDIT_LOG": "false"},
+        team_key=True,
+        redis=True,
+        key_limits=_TRAFFIC_LIMITS,
+        plain_key=True,
     ),
 }
 
@@ -147,6 +164,7 @@ class Running:
     url: str
     storage_url: str
     key: str | None
+    plain_key: str | None = None
 
 
 def start(
@@ -173,17 +191,23 @@ def start(
         env["SLUICE_REDIS_URL"] = redis_url
         env["BENCH_REDIS_PREFIX"] = redis_prefix(workdir)
     config = str(CONFIGS / spec.config)
-    key = None
+    key = plain = None
     if spec.team_key:
-        out = _sluice(
-            ["keys", "create", "--team", "bench", "--name", "bench", "--config", config], env
-        )
-        key = re.search(r"^key:\s*(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+        limits = ["--limits", spec.key_limits] if spec.key_limits else []
+        key = _team_key(["--name", "bench", *limits], config, env)
+    if spec.plain_key:
+        plain = _team_key(["--name", "bench-plain"], config, env)
     port = procs.free_port()
     cmd = [sys.executable, "-m", "sluice", "serve", "--config", config, "--port", str(port)]
     env["PYTHONPATH"] = str(ROOT)
     proc = procs.start(f"variant-{name}", cmd, port, workdir, procs.GATEWAY_CORE, env, cwd=ROOT)
-    return Running(proc, f"http://127.0.0.1:{port}{CHAT}", storage_url, key)
+    return Running(proc, f"http://127.0.0.1:{port}{CHAT}", storage_url, key, plain)
+
+
+def _team_key(args: list[str], config: str, env: dict[str, str]) -> str:
+    """A new key of team "bench" (`sluice keys create` with `args`)."""
+    out = _sluice(["keys", "create", "--team", "bench", *args, "--config", config], env)
+    return re.search(r"^key:\s*(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
 
 
 def redis_prefix(workdir: Path) -> str:

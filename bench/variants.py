@@ -10,6 +10,14 @@ its rounds, so a neighbour's burst of load hits every variant alike rather than 
 Every request body is unique (a counter in the prompt), so the cache, when on, always misses;
 the "hit" entries repeat one body instead.
 
+The traffic features are measured against themselves switched off *in the same process*
+(another key without limits, sending `Cache-Control: no-store`, so the cache is neither read
+nor written): two like processes differ
+by as much as ±0.05 ms at c=1 on this VM (the A/A control), more than the in-process target.
+Their Δ against the `key` process is kept beside it. Those pairs (and the A/A control) are
+also timed request by request, alternating (`loadgen.paired`): the median difference of
+neighbouring requests is steady to a few µs, where rounds a second apart are not.
+
 | variant | process (config, environment) | baseline |
 |---|---|---|
 | open | sluice-open.yaml, AUDIT_LOG=false | — |
@@ -18,8 +26,10 @@ the "hit" entries repeat one body instead.
 | audit-pg | sluice-open.yaml (audit on), usage rows in PostgreSQL | open |
 | anthropic | the `open` process, model claude-bench → fake Anthropic upstream | open |
 | key-twin | as key, in a second process: an A/A control (what two like processes differ by) | key |
-| traffic-local | sluice-traffic.yaml (key limit + cache, in-process), team key | key |
-| traffic-redis | sluice-traffic.yaml + SLUICE_REDIS_URL, team key | key |
+| traffic-local off | sluice-traffic.yaml (in-process); a team key, no limits, no-store | — |
+| traffic-local | the same process; a team key with a limit; the cache misses | …-local off, key |
+| traffic-redis off | sluice-traffic.yaml + SLUICE_REDIS_URL, as traffic-local off | — |
+| traffic-redis | the same process, as traffic-local | …-redis off, key |
 | traffic-… hit | the same process, one body repeated: every request after the first hits | direct |
 """
 
@@ -50,10 +60,16 @@ GROUPS = {
     "logging": ("open", "audit", "audit-pg"),
     "translation": ("open", "anthropic"),
     "traffic": (
-        *("key", "key-twin", "traffic-local", "traffic-redis"),
-        *("traffic-local hit", "traffic-redis hit"),
+        *("key", "key-twin", "traffic-local off", "traffic-local"),
+        *("traffic-redis off", "traffic-redis", "traffic-local hit", "traffic-redis hit"),
     ),
 }
+# Measured request by request, alternating (entry, the entry it is compared with).
+PAIRS = (
+    ("traffic-local", "traffic-local off"),
+    ("traffic-redis", "traffic-redis off"),
+    ("key-twin", "key"),
+)
 ANTHROPIC_CHUNKS = 20  # content writes per stream (bench/anthropic_fake.py), for µs per chunk
 
 
@@ -66,6 +82,9 @@ class Entry:
     anthropic: bool = False
     unique: bool = True
     count_rows: bool = False
+    # The process's second key (no limits of its own) and Cache-Control: no-store.
+    plain: bool = False
+    also: str | None = None  # a second baseline, reported beside the first
 
 
 ENTRIES = {
@@ -76,8 +95,10 @@ ENTRIES = {
     "audit-pg": Entry("audit-pg", "open", count_rows=True),
     "anthropic": Entry("open", "open", anthropic=True),
     "key-twin": Entry("key-twin", "key"),
-    "traffic-local": Entry("traffic-local", "key"),
-    "traffic-redis": Entry("traffic-redis", "key"),
+    "traffic-local off": Entry("traffic-local", None, plain=True),
+    "traffic-local": Entry("traffic-local", "traffic-local off", also="key"),
+    "traffic-redis off": Entry("traffic-redis", None, plain=True),
+    "traffic-redis": Entry("traffic-redis", "traffic-redis off", also="key"),
     "traffic-local hit": Entry("traffic-local", "direct", unique=False),
     "traffic-redis hit": Entry("traffic-redis", "direct", unique=False),
 }
@@ -94,12 +115,13 @@ class Durations:
     throughput: float
     stream_rounds: int
     streams: float
+    paired: float  # seconds of alternating requests per pair (PAIRS)
 
     @classmethod
     def pick(cls, quick: bool) -> Durations:
         """Quick: a harness check (≈ 1 min); full: ≈ 3 min for every group, with 9 c=1
         rounds (a Δ is the median of 9 paired rounds: this VM's noise is ±0.05 ms)."""
-        return cls(1, 2, 1, 1, 2, 2, 1) if quick else cls(1, 9, 1, 2, 2, 3, 1)
+        return cls(1, 2, 1, 1, 2, 2, 1, 1) if quick else cls(1, 9, 1, 2, 2, 3, 1, 5)
 
 
 @dataclass
@@ -136,7 +158,10 @@ def target(name: str, entry: Entry, running: Running | None, up: Upstreams) -> T
         t = up.direct()
         t.name = name
         return t
-    headers = {"Authorization": f"Bearer {running.key}"} if running.key else {}
+    key = running.plain_key if entry.plain else running.key
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if entry.plain:
+        headers["Cache-Control"] = "no-store"
     t = Target(name, running.url, running.url, headers, unique=entry.unique)
     if entry.anthropic:
         t.json_model, t.sse_model = "claude-bench", "claude-bench-stream"
@@ -182,14 +207,20 @@ def _rotated(items: list[Measured], r: int) -> list[Measured]:
     return items[k:] + items[:k]
 
 
+def delta_key(key: str, entry: str, base: str | None) -> str:
+    """Where `_paired` keeps `entry`'s Δ `key` against `base` (its baseline, or `also`)."""
+    return key + "_delta" if base == ENTRIES[entry].baseline else f"{key}_delta@{base}"
+
+
 def _paired(res: Results, items: list[Measured], key: str, rounds: dict[str, list[float]]) -> None:
-    """`key`_delta: the median over rounds of (entry − its baseline, same round)."""
+    """`key`_delta: the median over rounds of (entry − its baseline, same round); likewise
+    against the second baseline (`also`), kept as `key`_delta@<name>."""
     for m in items:
-        base = m.entry.baseline
-        mine, theirs = rounds.get(m.name, []), rounds.get(base or "", [])
-        if mine and len(mine) == len(theirs):
-            deltas = [a - b for a, b in zip(mine, theirs, strict=True)]
-            res.put(m.name, key + "_delta", statistics.median(deltas))
+        for base in (m.entry.baseline, m.entry.also):
+            mine, theirs = rounds.get(m.name, []), rounds.get(base or "", [])
+            if base is not None and mine and len(mine) == len(theirs):
+                deltas = [a - b for a, b in zip(mine, theirs, strict=True)]
+                res.put(m.name, delta_key(key, m.name, base), statistics.median(deltas))
 
 
 def _latency(res: Results, items: list[Measured], d: Durations) -> None:
@@ -220,6 +251,18 @@ def _latency(res: Results, items: list[Measured], d: Durations) -> None:
             res.put(m.name, "c1_cpu_us", 1e6 * cpu[m.name][0] / cpu[m.name][1])
     _paired(res, items, "c1_p50", p50s)
     _paired(res, items, "c1_cpu_us", cpu_rounds)
+
+
+def _alternating(res: Results, items: list[Measured], d: Durations) -> None:
+    """PAIRS timed request by request, alternating: `c1_paired_delta` is the median of the
+    differences between neighbouring requests (see `loadgen.paired`)."""
+    by_name = {m.name: m for m in items}
+    for a, b in PAIRS:
+        if a in by_name and b in by_name:
+            out = loadgen.paired(by_name[a].target, by_name[b].target, d.paired)
+            res.put(a, "c1_paired_delta", out.delta_p50_ms)
+            res.put(a, "c1_paired_pairs", out.pairs)
+            res.put(a, "failed", int(res.get(a, "failed") or 0) + out.failed)
 
 
 def _throughput(res: Results, items: list[Measured], d: Durations) -> None:
@@ -351,6 +394,7 @@ def measure(
         t0 = time.monotonic()
         if "latency" in only:
             _latency(res, items, d)
+            _alternating(res, items, d)
         if "throughput" in only:
             _throughput(res, [m for m in items if m.running is not None], d)
             res.put("_", "throughput_rounds", d.throughput_rounds)

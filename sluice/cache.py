@@ -237,6 +237,10 @@ class ResponseCache:
             control = control.lower()
             store = "no-store" not in control
             lookup = store and "no-cache" not in control
+            if not store:  # neither looked up nor stored: no key to compute
+                self.misses += 1
+                req.response_headers.append(_MISS)
+                return None
         normal = orjson.dumps(
             {k: v for k, v in body.items() if k not in _STREAM_FLAGS}, option=orjson.OPT_SORT_KEYS
         )
