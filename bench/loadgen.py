@@ -202,11 +202,14 @@ class _Conn:
                 raise ConnectionError("closed")
             buf += chunk
         top, _, rest = buf.partition(b"\r\n\r\n")
+        # One pass in C whatever the number of headers: the client's cost stays the same
+        # for an answer with more headers (x-ratelimit-*), so it is not counted as the
+        # gateway's.
+        at = top.lower().find(b"\r\ncontent-length:")
         length = 0
-        for line in top.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
+        if at >= 0:
+            end = top.find(b"\r\n", at + 2)
+            length = int(top[at + 17 : end if end > 0 else len(top)])
         while len(rest) < length:
             chunk = self.sock.recv(65536)
             if not chunk:

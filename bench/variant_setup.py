@@ -121,14 +121,14 @@ def settled_rows(url: str, expect: int | None = None, quiet_s: float = 0.4, limi
 # ---- processes ---------------------------------------------------------------------------
 
 
-def _sluice(args: list[str], env: dict[str, str]) -> str:
-    """Run the sluice CLI (from the repository root) and return its output."""
+def _sluice(args: list[str], env: dict[str, str], root: Path = ROOT) -> str:
+    """Run the sluice CLI (from the repository `root`) and return its output."""
     out = subprocess.run(
         [sys.executable, "-m", "sluice", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), **env},
         timeout=60,
     )
     if out.returncode != 0:
@@ -168,9 +168,15 @@ class Running:
 
 
 def start(
-    name: str, workdir: Path, up: Upstreams, pg_url: str | None, redis_url: str | None
+    name: str,
+    workdir: Path,
+    up: Upstreams,
+    pg_url: str | None,
+    redis_url: str | None,
+    root: Path = ROOT,
 ) -> Running:
-    """Create the storage (and a team key), then start one variant process."""
+    """Create the storage (and a team key), then start one variant process (its sluice
+    package from the checkout at `root`; its config from this one)."""
     spec = PROCESSES[name]
     env = {
         **spec.env,
@@ -194,19 +200,19 @@ def start(
     key = plain = None
     if spec.team_key:
         limits = ["--limits", spec.key_limits] if spec.key_limits else []
-        key = _team_key(["--name", "bench", *limits], config, env)
+        key = _team_key(["--name", "bench", *limits], config, env, root)
     if spec.plain_key:
-        plain = _team_key(["--name", "bench-plain"], config, env)
+        plain = _team_key(["--name", "bench-plain"], config, env, root)
     port = procs.free_port()
     cmd = [sys.executable, "-m", "sluice", "serve", "--config", config, "--port", str(port)]
-    env["PYTHONPATH"] = str(ROOT)
-    proc = procs.start(f"variant-{name}", cmd, port, workdir, procs.GATEWAY_CORE, env, cwd=ROOT)
+    env["PYTHONPATH"] = str(root)
+    proc = procs.start(f"variant-{name}", cmd, port, workdir, procs.GATEWAY_CORE, env, cwd=root)
     return Running(proc, f"http://127.0.0.1:{port}{CHAT}", storage_url, key, plain)
 
 
-def _team_key(args: list[str], config: str, env: dict[str, str]) -> str:
+def _team_key(args: list[str], config: str, env: dict[str, str], root: Path) -> str:
     """A new key of team "bench" (`sluice keys create` with `args`)."""
-    out = _sluice(["keys", "create", "--team", "bench", *args, "--config", config], env)
+    out = _sluice(["keys", "create", "--team", "bench", *args, "--config", config], env, root)
     return re.search(r"^key:\s*(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
 
 

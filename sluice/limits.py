@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from sluice.usage import UsageRecord
 
 _KINDS = ("rpm", "tpm", "concurrent")
+# A caller's own settings that decide its plan (LimitPlan)
+_OWN_SETTINGS = ("rpm", "tpm", "concurrent", "budget_usd", "budget_period")
 _KEY_SCOPES = ("key", "team", "global")  # rules an admin's view of one key shows
 _HEADER_NAMES: dict[str, tuple[bytes, bytes, bytes]] = {
     kind: (
@@ -130,6 +133,15 @@ def own_identity(principal: Principal) -> tuple[str, str] | None:
     return None
 
 
+class Later(Enum):
+    """`Traffic.admit_now`'s "cannot answer at once": await `Traffic.admit` instead."""
+
+    LATER = "later"
+
+
+LATER = Later.LATER
+
+
 class _Plans(dict[tuple[Any, ...], _P]):
     """What rules resolved to, by caller and what else they depend on; cleared when full
     (keys carry the minute or the day, so old ones are never asked for again)."""
@@ -148,67 +160,112 @@ def _caller(principal: Principal, req: Request | None, by_ip: bool) -> tuple[Any
     return (principal.key_id, principal.team, principal.user, principal.session, ip)
 
 
+# `LimitPlan.steps` amounts that vary per request: the request's tokens (tpm), its cost in
+# nano-USD (a budget)
+_TOKENS, _NANO = 0, -1
+
+
 @dataclass(slots=True)
 class LimitPlan:
-    """The limits one caller's requests for one model land on in one minute, resolved once
-    (`Traffic._resolve`) with what every such request reuses: the counters as reserved
-    (rpm and concurrent as they are; each tpm counter takes the request's tokens) and, when
-    a kind has a single limit, which limit its x-ratelimit-* headers report.
+    """The limits and budgets one caller's requests for one model land on in one minute,
+    resolved once (`Traffic._resolve`) with what every such request reuses: the counters as
+    reserved (rpm and concurrent as they are; each tpm counter takes the request's tokens,
+    each budget its cost) and, when a kind has a single limit, which limit its x-ratelimit-*
+    headers report.
 
     An rpm or tpm counter's TTL is the time left in the minute when the plan was resolved:
     a counter first reserved later in the minute expires a little after the minute ends,
-    never before it, and no later request uses it, since its key names its minute."""
+    never before it, and no later request uses it, since its key names its minute. A budget
+    counter's names its period and outlives it by budgets.HOUR_MS."""
 
     checks: list[LimitCheck]
-    counters: list[Counter]
+    counters: list[Counter]  # the limits' (budgets' are in `budgets`)
     tpm: list[int]  # indexes of the tpm counters
     # (check index, header names) per kind; None when a kind has several limits (the
     # tightest is then found per request)
     shown: list[tuple[int, tuple[bytes, bytes, bytes]]] | None
-    # In-process backend: each counter's live slot (`MemoryState.live_slot`), fetched on the
-    # plan's first request, so later requests count without a lookup (`take`).
+    budgets: list[budgets.BudgetCheck] = field(default_factory=list)  # counters: amount 0
+    # In-process backend: the live slot (`MemoryState.live_slot`) of each limit's counter,
+    # then each budget's, fetched on the plan's first request, so later requests count
+    # without a lookup (`take_now`).
     slots: list[list[float]] | None = None
-    # Per counter, what `take` needs: cap, amount (0: the request's tokens), and for a
-    # gauge the seconds it stays alive (0.0 for a window)
+    # Per slot, what `take_now` needs: cap, amount (or _TOKENS, _NANO), and for a gauge
+    # the seconds it stays alive (0.0 otherwise)
     steps: list[tuple[int, int, float]] = field(init=False)
+    # Per kind with x-ratelimit-* headers: the header names and the candidates (check index,
+    # cap, the cap as a header value); with several, the one with the least left is shown
+    headed: list[tuple[tuple[bytes, bytes, bytes], list[tuple[int, int, bytes]]]] = field(
+        init=False
+    )
+    # What a settlement may move: (check index, whether it is a concurrency gauge) for the
+    # concurrent and tpm checks
+    settled: list[tuple[int, bool]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.steps = [
-            (cap, 0 if i in self.tpm else amount, -ttl / 1000 if ttl < 0 else 0.0)
+            (cap, _TOKENS if i in self.tpm else amount, -ttl / 1000 if ttl < 0 else 0.0)
             for i, (_, amount, cap, ttl) in enumerate(self.counters)
+        ] + [(b.counter.cap, _NANO, 0.0) for b in self.budgets]
+        self.headed = [
+            (names, [(i, c.cap, c.cap_bytes) for i, c in enumerate(self.checks) if c.kind == kind])
+            for kind, names in _HEADER_NAMES.items()
+            if any(c.kind == kind for c in self.checks)
+        ]
+        self.settled = [
+            (i, c.kind == "concurrent")
+            for i, c in enumerate(self.checks)
+            if c.kind in ("concurrent", "tpm")
         ]
 
-    def counters_for(self, tokens: int) -> list[Counter]:
-        """A request's counters: the plan's, with its `tokens` on tpm (a new list)."""
+    def counters_for(self, tokens: int, nano: int) -> list[Counter]:
+        """A request's counters: the plan's, with its `tokens` on tpm, then the budgets'
+        with its cost `nano` (a new list)."""
         counters = self.counters.copy()
         for i in self.tpm:
             key, _, cap, ttl = counters[i]
             counters[i] = Counter(key, tokens, cap, ttl)
+        for b in self.budgets:
+            counters.append(Counter(b.counter.key, nano, b.counter.cap, b.counter.ttl_ms))
         return counters
 
-    def take(self, slots: list[list[float]], tokens: int) -> Admission | None:
-        """`MemoryState.reserve_now` of `counters_for(tokens)` on the live `slots`: all or
-        nothing, one event loop, no await. None when a slot has expired (a concurrency
-        counter idle past its TTL, a window just ended): the caller fetches fresh ones."""
+    def take_now(
+        self, slots: list[list[float]], tokens: int, nano: int
+    ) -> list[tuple[bytes, bytes]] | int | None:
+        """`MemoryState.reserve_now` of `counters_for(tokens, nano)` on the live `slots`,
+        all or nothing, without lookups; the request's x-ratelimit-* headers when every
+        counter took it. An int: the index of the first counter it would take past its cap
+        (nothing moved). None: a slot has expired (a window ended, a gauge idle past its
+        TTL; nothing moved), so the caller fetches fresh ones."""
         now = time.monotonic()
         steps = self.steps
-        for i, slot in enumerate(slots):
-            if slot[1] <= now:
+        for i, (slot, (cap, amount, _)) in enumerate(zip(slots, steps, strict=True)):
+            if 0 < slot[1] <= now:
                 return None
-            cap, amount, _ = steps[i]
-            if slot[0] + (amount or tokens) > cap:
-                return Admission(False, i, [int(slot[0])], [int((slot[1] - now) * 1000)])
-        values, ttls = [], []
+            if slot[0] + (amount if amount > 0 else tokens if amount == _TOKENS else nano) > cap:
+                return i
         for slot, (_, amount, alive_s) in zip(slots, steps, strict=True):
-            slot[0] += amount or tokens
+            slot[0] += amount if amount > 0 else tokens if amount == _TOKENS else nano
             if alive_s:  # a gauge: alive while busy
                 slot[1] = now + alive_s
-            values.append(int(slot[0]))
-            ttls.append(int((slot[1] - now) * 1000))
-        return Admission(True, -1, values, ttls)
+        out: list[tuple[bytes, bytes]] = []
+        for (limit, remaining, reset), candidates in self.headed:
+            i, cap, cap_bytes = candidates[0]
+            left = cap - int(slots[i][0])
+            for j, other_cap, other_bytes in candidates[1:]:  # several: the tightest
+                other_left = other_cap - int(slots[j][0])
+                if other_left < left:
+                    i, cap_bytes, left = j, other_bytes, other_left
+            out += (
+                (limit, cap_bytes),
+                (remaining, b"%d" % (left if left > 0 else 0)),
+                (reset, reset_bytes(int((slots[i][1] - now) * 1000))),
+            )
+        return out
 
 
 _NO_LIMITS = LimitPlan([], [], [], [])
+# A ticket whose reservation was made by `LimitPlan.take_now` (settled on its slots).
+_TAKEN = Admission(True, -1, [], [])
 
 
 @dataclass(slots=True)
@@ -223,7 +280,7 @@ class Ticket:
     est_nano: int
     price: Price | None
     reserved_out: int
-    slots: list[list[float]] | None = None  # in-process: the live slots reserved on
+    slots: list[list[float]] | None = None  # in-process: the live slots (LimitPlan.slots)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits."""
@@ -279,31 +336,50 @@ class Ticket:
         """Release in-flight slots and move tokens and spend from the estimate to the real."""
         real_tokens = 0 if rec.cache_hit else rec.prompt_tokens + rec.completion_tokens
         tokens = real_tokens - self.est_tokens
-        moves = [  # (check index, delta)
-            (i, -1 if c.kind == "concurrent" else tokens)
-            for i, c in enumerate(self.plan.checks)
-            if c.kind == "concurrent" or (c.kind == "tpm" and tokens)
-        ]
-        if self.slots is not None:  # reserved by LimitPlan.take (in-process, no budgets)
-            for i, delta in moves:  # MemoryState.adjust on the held slots, without lookups
-                slot = self.slots[i]
-                slot[0] = max(0, slot[0] + delta)
-            return
-        checks = self.plan.checks
-        deltas = [(checks[i].counter.key, delta) for i, delta in moves]
+        # (check index, delta): a gauge gives back its slot; tpm moves to the real tokens
+        moves = [(i, -1 if gauge else tokens) for i, gauge in self.plan.settled if gauge or tokens]
+        spent = 0  # nano-USD to move on each budget
         if self.budgets:
             real = 0
             if not rec.cache_hit and rec.cost_usd is not None:
                 real = math.ceil(rec.cost_usd * budgets.NANO)
-            if real != self.est_nano:
-                deltas += [(b.counter.key, real - self.est_nano) for b in self.budgets]
+            spent = real - self.est_nano
+        slots = self.slots
+        if slots is not None:  # reserved by LimitPlan.take_now (in-process)
+            for i, delta in moves:  # MemoryState.adjust on the held slots, without lookups
+                slot = slots[i]
+                slot[0] = max(0, slot[0] + delta)
+            if spent:
+                for slot in slots[len(self.plan.checks) :]:
+                    slot[0] = max(0, slot[0] + spent)
+            return
+        checks = self.plan.checks
+        deltas = [(checks[i].counter.key, delta) for i, delta in moves]
+        if spent:
+            deltas += [(b.counter.key, spent) for b in self.budgets]
         if deltas:
             self.state.adjust(deltas, self.admission.local)
 
 
-def _ttl(resets_ms: int | None, now_ms: int) -> int:
-    """A budget counter's expiry: an hour past its period's end (0: a total never expires)."""
-    return 0 if resets_ms is None else resets_ms - now_ms + budgets.HOUR_MS
+def _worst_cost(model: str, prices: list[Price | None], prompt: int, out: int) -> tuple[Price, int]:
+    """The worst price among a plan's targets and the request's cost at it in nano-USD;
+    403 when a price is unknown (a budget cannot be kept without one)."""
+    price = budgets.worst_price(prices)
+    if price is None:
+        raise GatewayError(
+            "FORBIDDEN",
+            f"model {model!r} has no known price, so it cannot be used under a "
+            "budget (configure models[].price)",
+            param="model",
+        )
+    return price, budgets.nano_cost(prompt, out, price)
+
+
+def _refusal(limits: LimitPlan, failed: int, value: int, ttl_ms: int) -> GatewayError:
+    """The 429 for the counter at index `failed` of `limits.counters_for(...)`."""
+    if failed < len(limits.checks):
+        return limit_error(limits.checks[failed], value, ttl_ms)
+    return budget_error(limits.budgets[failed - len(limits.checks)], value)
 
 
 def budget_error(b: budgets.BudgetCheck, spent_nano: int) -> GatewayError:
@@ -355,15 +431,14 @@ class Traffic:
         self.inflight_ttl_ms = int((settings.server.upstream_timeout_s + 60) * 1000)
         # In-process counters answer at once: called directly, without a coroutine.
         self._memory = state if isinstance(state, MemoryState) else None
-        self._by_ip = any(scope == "ip" for scope, _, _ in self.limit_rules)
+        self._by_ip = any(r[0] == "ip" for r in (*self.limit_rules, *self.budget_rules))
         # Which counters a caller's request lands on, per caller, model and minute: the
         # rules are resolved once, not on every request.
         self._plans: _Plans[LimitPlan] = _Plans()
-        self._budget_by_ip = any(scope == "ip" for scope, _, _ in self.budget_rules)
-        self._budget_plans: _Plans[list[tuple[budgets.BudgetCheck, int | None]]] = _Plans()
 
     def _limits(self, req: Request | None, principal: Principal, model: str) -> LimitPlan:
-        """The limits a request lands on, resolved once per caller, model and minute."""
+        """The limits and budgets a request lands on, resolved once per caller, model and
+        minute."""
         now_ms = int(time.time() * 1000)
         window = now_ms // 60_000
         own = principal.limits
@@ -371,7 +446,7 @@ class Traffic:
             _caller(principal, req, self._by_ip),
             model,
             window,
-            *((own.get("rpm"), own.get("tpm"), own.get("concurrent")) if own else ()),
+            *((own.get(k) for k in _OWN_SETTINGS) if own else ()),
         )
         plan = self._plans.get(ck)
         if plan is None:
@@ -396,7 +471,8 @@ class Traffic:
                 if isinstance(own_cap, int | float):
                     k = (kind, *own)
                     caps[k] = min(int(own_cap), caps.get(k, int(own_cap)))
-        if not caps:
+        plan_budgets = self._budget_checks(req, principal) if model else []
+        if not caps and not plan_budgets:
             return _NO_LIMITS
         checks = []
         for (kind, scope, ident), cap in caps.items():
@@ -410,35 +486,17 @@ class Traffic:
         shown = None
         if kinds.count("rpm") <= 1 and kinds.count("tpm") <= 1:
             shown = [(i, _HEADER_NAMES[k]) for i, k in enumerate(kinds) if k != "concurrent"]
-        return LimitPlan(checks, [c.counter for c in checks], tpm, shown)
+        return LimitPlan(checks, [c.counter for c in checks], tpm, shown, plan_budgets)
 
-    def _budgets(
+    def _budget_checks(
         self, req: Request | None, principal: Principal
-    ) -> list[tuple[budgets.BudgetCheck, int | None]]:
-        """The caller's budgets (amounts not set) with each period's reset in epoch ms,
-        resolved once per caller and UTC day."""
-        own = principal.limits
-        if not self.budget_rules and not own.get("budget_usd"):
-            return []
-        ck = (
-            _caller(principal, req, self._budget_by_ip),
-            *(time.time() // 86_400, own.get("budget_usd"), own.get("budget_period")),
-        )
-        plan = self._budget_plans.get(ck)
-        if plan is None:
-            now = budgets.utcnow()
-            checks = (
-                budgets.budget_check(s, i, usd, k, 0, now)
-                for (s, i, k), usd in self._budget_rules(req, principal).items()
-            )
-            plan = self._budget_plans.put(
-                ck,
-                [
-                    (b, int(b.period.resets_at.timestamp() * 1000) if b.period.resets_at else None)
-                    for b in checks
-                ],
-            )
-        return plan
+    ) -> list[budgets.BudgetCheck]:
+        """The caller's budgets for the current period (counters with amount 0)."""
+        now = budgets.utcnow()
+        return [
+            budgets.budget_check(s, i, usd, k, 0, now)
+            for (s, i, k), usd in self._budget_rules(req, principal).items()
+        ]
 
     def _budget_rules(
         self, req: Request | None, principal: Principal
@@ -456,12 +514,25 @@ class Traffic:
             rules[k] = min(float(usd_own), rules.get(k, float(usd_own)))
         return rules
 
+    def admit_now(
+        self, req: Request, principal: Principal, plan: Plan, op: Operation
+    ) -> Ticket | Later | None:
+        """`admit` without a coroutine when it can answer at once: nothing applies, or
+        in-process counters (the default set-up). LATER: await `admit` (Redis)."""
+        if not (self.limit_rules or self.budget_rules or principal.limits):
+            return None
+        if self._memory is None:
+            return LATER
+        return self._reserve_now(self._memory, req, principal, plan, op)
+
     async def admit(
         self, req: Request, principal: Principal, plan: Plan, op: Operation
     ) -> Ticket | None:
         """Reserve the request's limits and budgets, or raise 429 (None: nothing applies)."""
         if not (self.limit_rules or self.budget_rules or principal.limits):
             return None
+        if self._memory is not None:
+            return self._reserve_now(self._memory, req, principal, plan, op)
         out = (op.chat.max_tokens or budgets.DEFAULT_MAX_TOKENS) if op.chat is not None else 0
         prompt = tokenizer.estimate_chars(op.prompt_chars)
 
@@ -469,6 +540,21 @@ class Traffic:
             return [self.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
 
         return await self.reserve(req, principal, plan.model, prices, prompt, out)
+
+    def _reserve_now(
+        self, memory: MemoryState, req: Request, principal: Principal, plan: Plan, op: Operation
+    ) -> Ticket | None:
+        """`admit` on the in-process backend, which answers at once."""
+        out = (op.chat.max_tokens or budgets.DEFAULT_MAX_TOKENS) if op.chat is not None else 0
+        prompt = tokenizer.estimate_chars(op.prompt_chars)
+        limits = self._limits(req, principal, plan.model)
+        if not limits.checks and not limits.budgets:
+            return None
+        price, nano = None, 0
+        if limits.budgets:
+            prices = [self.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
+            price, nano = _worst_cost(plan.model, prices, prompt, out)
+        return self._take(memory, req, limits, prompt + out, nano, price, out)
 
     async def admit_native(
         self, req: Request, principal: Principal, provider: str, model: str | None, body: bytes
@@ -494,58 +580,58 @@ class Traffic:
         prompt: int,
         out: int,
     ) -> Ticket | None:
-        """Reserve `prompt` + `out` tokens and their worst cost at `prices()` on every rule."""
-        tokens = prompt + out
+        """Reserve `prompt` + `out` tokens and their worst cost at `prices()` on every rule
+        (no budget without a model: nothing is spent)."""
         limits = self._limits(req, principal, model)
-        rules = self._budgets(req, principal) if model else []
-        if not limits.checks and not rules:
+        if not limits.checks and not limits.budgets:
             return None
+        price, nano = None, 0
+        if limits.budgets:
+            price, nano = _worst_cost(model, prices(), prompt, out)
         memory = self._memory
-        if memory is not None and not rules:
-            return self._take(memory, req, limits, tokens, out)
-        counters = limits.counters_for(tokens)
-        price, nano, checks = None, 0, []
-        if rules:
-            price = budgets.worst_price(prices())
-            if price is None:
-                raise GatewayError(
-                    "FORBIDDEN",
-                    f"model {model!r} has no known price, so it cannot be used under a "
-                    "budget (configure models[].price)",
-                    param="model",
-                )
-            nano = budgets.nano_cost(prompt, out, price)
-            now_ms = int(time.time() * 1000)
-            for b, resets_ms in rules:
-                counter = Counter(b.counter.key, nano, b.counter.cap, _ttl(resets_ms, now_ms))
-                checks.append(budgets.BudgetCheck(b.scope, b.ident, b.usd, b.period, counter))
-                counters.append(counter)
-        adm = memory.reserve_now(counters) if memory else await self.state.reserve(counters)
+        if memory is not None:
+            return self._take(memory, req, limits, prompt + out, nano, price, out)
+        counters = limits.counters_for(prompt + out, nano)
+        adm = await self.state.reserve(counters)
         if not adm.ok:
-            if adm.failed < len(limits.checks):
-                raise limit_error(limits.checks[adm.failed], adm.values[0], adm.ttls[0])
-            raise budget_error(checks[adm.failed - len(limits.checks)], adm.values[0])
-        ticket = Ticket(self.state, limits, checks, adm, tokens, nano, price, out)
+            raise _refusal(limits, adm.failed, adm.values[0], adm.ttls[0])
+        ticket = Ticket(self.state, limits, limits.budgets, adm, prompt + out, nano, price, out)
         req.response_headers += ticket.headers()
         return ticket
 
     @staticmethod
     def _take(
-        memory: MemoryState, req: Request, limits: LimitPlan, tokens: int, out: int
+        memory: MemoryState,
+        req: Request,
+        limits: LimitPlan,
+        tokens: int,
+        nano: int,
+        price: Price | None,
+        out: int,
     ) -> Ticket:
-        """`reserve` for limits alone on the in-process backend, on the plan's live slots."""
+        """`reserve` on the in-process backend, on the plan's live slots."""
         slots = limits.slots
-        adm = limits.take(slots, tokens) if slots is not None else None
-        if adm is None:  # the plan's first request, or a slot expired: fetch live ones
-            slots = limits.slots = [memory.live_slot(c.key, c.ttl_ms) for c in limits.counters]
-            adm = limits.take(slots, tokens)
-        if adm is None:  # expired again at once (a window ending this very ms): by key
-            adm, slots = memory.reserve_now(limits.counters_for(tokens)), None
-        if not adm.ok:
-            raise limit_error(limits.checks[adm.failed], adm.values[0], adm.ttls[0])
-        ticket = Ticket(memory, limits, [], adm, tokens, 0, None, out, slots)
-        req.response_headers += ticket.headers()
-        return ticket
+        taken = limits.take_now(slots, tokens, nano) if slots is not None else None
+        if taken is None:  # the plan's first request, or a slot expired: fetch live ones
+            slots = limits.slots = [
+                memory.live_slot(c.key, c.ttl_ms)
+                for c in (*limits.counters, *(b.counter for b in limits.budgets))
+            ]
+            taken = limits.take_now(slots, tokens, nano)
+        if taken is None:  # expired again at once (a window ending this very ms): by key
+            adm = memory.reserve_now(limits.counters_for(tokens, nano))
+            if not adm.ok:
+                raise _refusal(limits, adm.failed, adm.values[0], adm.ttls[0])
+            ticket = Ticket(memory, limits, limits.budgets, adm, tokens, nano, price, out)
+            req.response_headers += ticket.headers()
+            return ticket
+        assert slots is not None
+        if isinstance(taken, int):
+            slot = slots[taken]
+            ttl_ms = int((slot[1] - time.monotonic()) * 1000) if slot[1] else -1
+            raise _refusal(limits, taken, int(slot[0]), ttl_ms)
+        req.response_headers += taken
+        return Ticket(memory, limits, limits.budgets, _TAKEN, tokens, nano, price, out, slots)
 
     async def describe(self, req: Request, principal: Principal, plan: Plan) -> dict[str, Any]:
         """What is left of the caller's limits and budgets for `plan`, reserving nothing."""

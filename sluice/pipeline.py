@@ -18,6 +18,7 @@ from sluice import errors, tokenizer
 from sluice.asgi import SSE_HEADERS, WATCH_AFTER_S, ClientGone, DisconnectWatch, Request
 from sluice.drain import ended_error
 from sluice.errors import GatewayError
+from sluice.limits import LATER
 from sluice.providers import canonical
 from sluice.providers.base import Adapter, StreamMeter, UpstreamCall, Usage
 from sluice.routing import Plan, Target
@@ -122,7 +123,10 @@ class Pipeline:
             rec.model = plan.model
             principal.check_model(plan.model)
             slot = gw.cache.open_slot(req, principal, plan, op)  # its lookup leaves now
-            op.ticket = await gw.traffic.admit(req, principal, plan, op)
+            ticket = gw.traffic.admit_now(req, principal, plan, op)
+            if ticket is LATER:  # Redis, or budgets: a reservation to await
+                ticket = await gw.traffic.admit(req, principal, plan, op)
+            op.ticket = ticket
             if slot is not None:
                 op.cache = slot
                 if await gw.cache.lookup(req, slot) is not None:

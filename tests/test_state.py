@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sluice import config, schema
+from sluice import config, schema, tokenizer
 from sluice.auth import Principal
 from sluice.errors import GatewayError
 from sluice.limits import Traffic
@@ -279,6 +279,75 @@ async def test_in_process_admission_counts_on_the_plans_live_slots() -> None:
     again = await traffic.admit(_request(), me, plan, chat_operation(schema.parse_chat(raw)))
     assert again is not None and again.slots is not None and again.slots[2] is not old
     assert [v for v, _ in await st.peek(keys)][::2] == [4, 1]  # rpm 4; a new gauge at 1
+
+
+async def test_in_process_limits_and_budgets_are_admitted_at_once() -> None:
+    """`Traffic.admit_now`, the pipeline's first try: in-process limits and budgets are
+    reserved without a coroutine on the plan's live slots (LimitPlan.take_now), with the
+    headers and refusals `reserve_now` gives; the Redis backend answers LATER; no rule, None."""
+    from sluice.limits import LATER
+    from sluice.state_redis import RedisState
+    from sluice.usage import new_record
+
+    bare = {
+        "providers": {"openai": {"kind": "openai", "api_key": "sk"}},
+        "models": [
+            {
+                "match": "gpt-*",
+                "provider": "openai",
+                "price": {"input_per_mtok": 1e6, "output_per_mtok": 0},
+            }
+        ],
+    }
+    raw = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * 30 + b'"}]'
+    op = chat_operation(schema.parse_chat(raw + b',"max_tokens":1}'))
+    prompt = tokenizer.estimate_chars(op.prompt_chars)  # what a request costs, in dollars
+    # Two rpm limits (the tighter one is shown), a tpm limit, and a budget of 3 requests'
+    # worth ($1 a prompt token, output free).
+    rules = {
+        "limits": [{"scope": "key", "rpm": 5, "tpm": 1000}, {"scope": "global", "rpm": 4}],
+        "budgets": [{"scope": "key", "usd": 3 * prompt, "period": "day"}],
+    }
+    s = config.from_mapping({**bare, **rules})
+    st = MemoryState()
+    traffic = Traffic(s, st, Prices(s))
+    plan = Router(s, {"openai"}).plan("gpt-4o-mini")
+    me = Principal("key", key_id="k1")
+    seen, tickets = [], []
+    for _ in range(3):
+        req = _request()
+        ticket = traffic.admit_now(req, me, plan, op)
+        assert ticket is not None and ticket is not LATER and ticket.slots is not None
+        seen.append(dict(req.response_headers))
+        tickets.append(ticket)
+    est = tickets[0].est_tokens
+    assert est == prompt + 1 and tickets[0].est_nano == prompt * 10**9
+    assert [h[b"x-ratelimit-limit-requests"] for h in seen] == [b"4"] * 3  # the tighter
+    assert [h[b"x-ratelimit-remaining-requests"] for h in seen] == [b"3", b"2", b"1"]
+    assert [h[b"x-ratelimit-remaining-tokens"] for h in seen] == [
+        b"%d" % (1000 - n * est) for n in (1, 2, 3)
+    ]
+    assert all(h[b"x-ratelimit-reset-requests"].endswith(b"s") for h in seen)
+    with pytest.raises(GatewayError) as spent:  # the budget holds 3: nothing moves
+        traffic.admit_now(_request(), me, plan, op)
+    assert spent.value.code == "BUDGET_EXCEEDED"
+    keys = [c.key for c in tickets[0].plan.counters] + [
+        b.counter.key for b in tickets[0].plan.budgets
+    ]
+    assert [v for v, _ in await st.peek(keys)] == [3, 3 * est, 3, 3 * prompt * 10**9]
+    rec = new_record("r", "POST", "/v1/chat/completions")
+    rec.prompt_tokens, rec.cost_usd = 2, 0.0  # the real usage: less than the estimate
+    tickets[0].settle(rec)
+    assert [v for v, _ in await st.peek(keys)] == [3, 2 * est + 2, 3, 2 * prompt * 10**9]
+    assert traffic.admit_now(_request(), me, plan, op) is not None  # room again
+    with pytest.raises(GatewayError) as limited:  # the global rpm of 4
+        traffic.admit_now(_request(), Principal("key", key_id="k2"), plan, op)
+    assert limited.value.code == "RATE_LIMITED" and "4 requests per minute" in limited.value.message
+    # Counters that live in Redis must be awaited; with no rule there is nothing to admit.
+    shared = RedisState("redis://127.0.0.1:6379/0", "p:", None, MemoryState())
+    assert Traffic(s, shared, Prices(s)).admit_now(_request(), me, plan, op) is LATER
+    none = config.from_mapping(bare)
+    assert Traffic(none, MemoryState(), Prices(none)).admit_now(_request(), me, plan, op) is None
 
 
 def test_resp_parser_handles_every_split_point() -> None:

@@ -42,6 +42,8 @@ def loop(n: int, step: str) -> None:
     from sluice.auth import Principal
     from sluice.cache import ResponseCache
     from sluice.limits import Traffic
+
+    LATER = getattr(__import__("sluice.limits").limits, "LATER", object())
     from sluice.pipeline import chat_operation
     from sluice.pricing import Prices
     from sluice.routing import Router
@@ -69,7 +71,12 @@ def loop(n: int, step: str) -> None:
             rec = new_record("r", "POST", "/v1/chat/completions")
             rec.prompt_tokens, rec.completion_tokens, rec.cost_usd = 60, 20, 0.00002
             slot = cache.open_slot(req, principal, plan, op) if slot_on else None
-            ticket = await traffic.admit(req, principal, plan, op) if admit_on else None
+            ticket = None
+            if admit_on:  # as the pipeline does (admit_now: since 2026-12-02, afternoon)
+                now = getattr(traffic, "admit_now", None)
+                ticket = now(req, principal, plan, op) if now is not None else LATER
+                if ticket is LATER:
+                    ticket = await traffic.admit(req, principal, plan, op)
             if slot is not None:
                 await cache.lookup(req, slot)
                 if step in ("store", "all"):
