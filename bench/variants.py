@@ -14,9 +14,10 @@ The traffic features are measured against themselves switched off *in the same p
 (another key without limits, sending `Cache-Control: no-store`, so the cache is neither read
 nor written): two like processes differ
 by as much as ±0.05 ms at c=1 on this VM (the A/A control), more than the in-process target.
-Their Δ against the `key` process is kept beside it. Those pairs (and the A/A control) are
-also timed request by request, alternating (`loadgen.paired`): the median difference of
-neighbouring requests is steady to a few µs, where rounds a second apart are not.
+Their Δ against the `key` process is kept beside it. Every target's pair (PAIRS, and the A/A
+control) is also timed request by request, alternating (`loadgen.paired`): the median
+difference of neighbouring requests is steady to a few µs, where rounds a second apart are
+not; two like processes differ by ±7 µs that way.
 
 | variant | process (config, environment) | baseline |
 |---|---|---|
@@ -66,6 +67,9 @@ GROUPS = {
 }
 # Measured request by request, alternating (entry, the entry it is compared with).
 PAIRS = (
+    ("key", "open"),
+    ("audit", "open"),
+    ("anthropic", "open"),
     ("traffic-local", "traffic-local off"),
     ("traffic-redis", "traffic-redis off"),
     ("key-twin", "key"),
