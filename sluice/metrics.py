@@ -8,6 +8,7 @@ live in shared files that `render()` aggregates (prometheus-client's multiproces
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +32,28 @@ _PMT = ("provider", "model", "team")
 def multiprocess() -> bool:
     """Whether prometheus-client runs in multiprocess mode (several workers)."""
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def observe_many(hist: Any, values: list[float]) -> None:
+    """`hist.observe(v)` for each of `values` (a labelled Histogram), with one increment per
+    bucket reached and one for the sum: `observe` takes two locks a value (~2.5 µs here,
+    2026-12-02; three a request), this ~0.25 µs a value. It reads prometheus-client's
+    Histogram internals (`_upper_bounds`, `_buckets`, `_sum`, single- and multiprocess
+    alike); tests/test_metrics.py checks the exposition against `observe`'s, and without
+    them this falls back to `observe`."""
+    try:
+        bounds, buckets, total = hist._upper_bounds, hist._buckets, hist._sum
+    except AttributeError:
+        for v in values:
+            hist.observe(v)
+        return
+    counts = [0] * len(bounds)
+    for v in values:
+        counts[bisect_left(bounds, v)] += 1  # the first bound >= v, as `observe` finds it
+    for i, n in enumerate(counts):
+        if n:
+            buckets[i].inc(n)
+    total.inc(sum(values))
 
 
 class Metrics:
@@ -115,18 +138,25 @@ class Metrics:
         self.observe_batch([row])
 
     def observe_batch(self, rows: list[dict[str, Any]]) -> None:
-        """Count finished requests, from their (scrubbed) storage rows: counters summed per
-        label set first, so a batch of like requests costs one increment per counter (each
-        takes a lock), not one per request."""
+        """Count finished requests, from their (scrubbed) storage rows: counters summed and
+        histogram values gathered per label set first, so a batch of like requests costs one
+        increment per counter and histogram bucket (each takes a lock), not one per request."""
         sums: dict[int, list[Any]] = {}
+        timings: dict[int, tuple[Any, list[float]]] = {}  # per histogram child: its values
+
+        def timing(hist: Any, ms: float) -> None:
+            seen = timings.get(id(hist))
+            if seen is None:
+                seen = timings[id(hist)] = (hist, [])
+            seen[1].append(ms / 1000)
+
         for row in rows:
             children = self._labelled(row)
-            lat, fb, ovh = children[2], children[3], children[4]
-            lat.observe(row["latency_ms"] / 1000)
+            timing(children[2], row["latency_ms"])
             if row["ttfb_ms"] is not None:
-                fb.observe(row["ttfb_ms"] / 1000)
+                timing(children[3], row["ttfb_ms"])
             if row["overhead_ms"] is not None:
-                ovh.observe(row["overhead_ms"] / 1000)
+                timing(children[4], row["overhead_ms"])
             acc = sums.get(id(children))
             if acc is None:
                 acc = sums[id(children)] = [children, 0, 0, 0, 0, 0.0, 0, 0]
@@ -163,6 +193,8 @@ class Metrics:
             for counter, amount in ((tp, p), (tc, c), (tca, ca), (cost, usd), (att, a), (ret, r)):
                 if amount:
                     counter.inc(amount)
+        for hist, values in timings.values():
+            observe_many(hist, values)
 
     def render(self) -> bytes:
         """The Prometheus text exposition (aggregated over workers in multiprocess mode)."""
