@@ -465,3 +465,41 @@ def test_admin_limits_shows_a_keys_live_state_without_reserving(
     assert httpx.get(gw.url + "/admin/limits", headers=ADMIN_H).status_code == 400
     missing = httpx.get(gw.url + "/admin/limits?key=key_nope", headers=ADMIN_H)
     assert missing.status_code == 404
+
+
+async def test_credential_digests_are_remembered_within_a_bound() -> None:
+    """A credential's SHA-256 is computed once, not per request; a flood of made-up
+    credentials fills at most _DIGESTS_MAX entries, and the real token keeps working."""
+    from sluice import auth, config
+    from sluice.asgi import Request
+    from sluice.errors import GatewayError
+
+    def request(token: str) -> Request:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(msg: Any) -> None:
+            return None
+
+        headers = [(b"authorization", f"Bearer {token}".encode())]
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+        return Request({**scope, "query_string": b""}, receive, send)
+
+    s = config.from_mapping(
+        {
+            "providers": {"openai": {"kind": "openai", "api_key": "sk-x"}},
+            "auth": {"tokens": ["tok-real-0123456789"], "admin_key": "adm-0123456789"},
+        }
+    )
+    a = auth.Authenticator(s)
+    first = await a.authenticate(request("tok-real-0123456789"))
+    assert first.kind == "static" and a._digests == {
+        "tok-real-0123456789": auth._hex("tok-real-0123456789")
+    }
+    for i in range(auth._DIGESTS_MAX + 10):
+        with pytest.raises(GatewayError):
+            await a.authenticate(request(f"made-up-{i}"))
+        assert len(a._digests) <= auth._DIGESTS_MAX
+    again = await a.authenticate(request("tok-real-0123456789"))
+    assert again.kind == "static" and again.key_id == first.key_id
+    assert a.is_admin(request("adm-0123456789")) and not a.is_admin(request("adm-wrong"))
