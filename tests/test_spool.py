@@ -163,3 +163,28 @@ async def test_records_arriving_during_an_insert_wait_for_the_next_linger(tmp_pa
     ids = await _ids_once_written(writer, 300, url, tmp_path / "sp")
     assert len(ids) == 300 and sum(sizes) == 300
     assert len(sizes) <= 20, sizes  # ~0.35 s / 0.05 s lingers (the old drain loop: ~100)
+
+
+def test_sqlite_rows_keep_nulls_and_flags(tmp_path: Path) -> None:
+    """db.SqliteAppender binds None and bools through registered adapters (the driver's
+    fast path): they must still land as SQL NULL and as the integers 0 and 1."""
+    import sqlite3
+
+    from sluice import db
+    from sluice.usage import new_record
+    from sluice.usage_store import ROW_FIELDS, to_row
+
+    url = f"sqlite:///{tmp_path}/flags.db"
+    db.upgrade(url)
+    rec = new_record("req_flags", "POST", "/v1/chat/completions")
+    rec.stream, rec.cache_hit, rec.tokens_estimated = True, False, True
+    appender = db.SqliteAppender(url, db.usage, ROW_FIELDS)
+    appender.insert([to_row(rec, lambda s: s)])
+    appender.close()
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    got = conn.execute(
+        "SELECT typeof(error_code), typeof(cost_usd), typeof(user), stream, cache_hit,"
+        " tokens_estimated, typeof(stream) FROM usage WHERE request_id = 'req_flags'"
+    ).fetchone()
+    conn.close()
+    assert got == ("null", "null", "null", 1, 0, 1, "integer")
