@@ -31,7 +31,12 @@ class Process:
     plain_key: bool = False  # a second team key, without limits
 
 
-_TRAFFIC_LIMITS = '{"rpm": 100000000, "tpm": 10000000000}'
+def _traffic(redis: bool) -> Process:
+    """A traffic variant: cache on, a team key with a key limit and a plain one."""
+    limits = '{"rpm": 100000000, "tpm": 10000000000}'
+    env = {"AUDIT_LOG": "false"}
+    return Process("sluice-traffic.yaml", env, True, redis=redis, key_limits=limits, plain_key=True)
+
 
 PROCESSES = {
     "open": Process("sluice-open.yaml", {"AUDIT_LOG": "false"}),
@@ -42,21 +47,8 @@ PROCESSES = {
     "key-twin": Process("sluice-key.yaml", {"AUDIT_LOG": "false"}, team_key=True),
     # Limits far above the load (checked, never biting), set on the key itself so that the
     # plain key in the same process has none: the features on and off in one process.
-    "traffic-local": Process(
-        "sluice-traffic.yaml",
-        {"AUDIT_LOG": "false"},
-        team_key=True,
-        key_limits=_TRAFFIC_LIMITS,
-        plain_key=True,
-    ),
-    "traffic-redis": Process(
-        "sluice-traffic.yaml",
-        {"AUDIT_LOG": "false"},
-        team_key=True,
-        redis=True,
-        key_limits=_TRAFFIC_LIMITS,
-        plain_key=True,
-    ),
+    "traffic-local": _traffic(redis=False),
+    "traffic-redis": _traffic(redis=True),
 }
 
 
