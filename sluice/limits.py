@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from sluice.usage import UsageRecord
 
 _KINDS = ("rpm", "tpm", "concurrent")
-# A caller's own settings that decide its plan (LimitPlan)
-_OWN_SETTINGS = ("rpm", "tpm", "concurrent", "budget_usd", "budget_period")
 _KEY_SCOPES = ("key", "team", "global")  # rules an admin's view of one key shows
 _HEADER_NAMES: dict[str, tuple[bytes, bytes, bytes]] = {
     kind: (
@@ -192,11 +190,12 @@ class LimitPlan:
     # Per slot, what `take_now` needs: cap, amount (or _TOKENS, _NANO), and for a gauge
     # the seconds it stays alive (0.0 otherwise)
     steps: list[tuple[int, int, float]] = field(init=False)
-    # Per kind with x-ratelimit-* headers: the header names and the candidates (check index,
-    # cap, the cap as a header value); with several, the one with the least left is shown
-    headed: list[tuple[tuple[bytes, bytes, bytes], list[tuple[int, int, bytes]]]] = field(
-        init=False
-    )
+    # Per kind with x-ratelimit-* headers: the header names and its limits (check index,
+    # cap, the cap as a header value), the first apart; with several, the one with the least
+    # left is shown
+    headed: list[
+        tuple[tuple[bytes, bytes, bytes], tuple[int, int, bytes], list[tuple[int, int, bytes]]]
+    ] = field(init=False)
     # What a settlement may move: (check index, whether it is a concurrency gauge) for the
     # concurrent and tpm checks
     settled: list[tuple[int, bool]] = field(init=False)
@@ -206,11 +205,11 @@ class LimitPlan:
             (cap, _TOKENS if i in self.tpm else amount, -ttl / 1000 if ttl < 0 else 0.0)
             for i, (_, amount, cap, ttl) in enumerate(self.counters)
         ] + [(b.counter.cap, _NANO, 0.0) for b in self.budgets]
-        self.headed = [
-            (names, [(i, c.cap, c.cap_bytes) for i, c in enumerate(self.checks) if c.kind == kind])
-            for kind, names in _HEADER_NAMES.items()
-            if any(c.kind == kind for c in self.checks)
-        ]
+        self.headed = []
+        for kind, names in _HEADER_NAMES.items():
+            limits = [(i, c.cap, c.cap_bytes) for i, c in enumerate(self.checks) if c.kind == kind]
+            if limits:
+                self.headed.append((names, limits[0], limits[1:]))
         self.settled = [
             (i, c.kind == "concurrent")
             for i, c in enumerate(self.checks)
@@ -238,20 +237,20 @@ class LimitPlan:
         TTL; nothing moved), so the caller fetches fresh ones."""
         now = time.monotonic()
         steps = self.steps
-        for i, (slot, (cap, amount, _)) in enumerate(zip(slots, steps, strict=True)):
+        # (amount > 0: fixed; 0: _TOKENS; else _NANO, written out: this runs per request)
+        for slot, (cap, amount, _) in zip(slots, steps, strict=True):
             if 0 < slot[1] <= now:
                 return None
-            if slot[0] + (amount if amount > 0 else tokens if amount == _TOKENS else nano) > cap:
-                return i
+            if slot[0] + (amount if amount > 0 else tokens if amount == 0 else nano) > cap:
+                return next(i for i, s in enumerate(slots) if s is slot)
         for slot, (_, amount, alive_s) in zip(slots, steps, strict=True):
-            slot[0] += amount if amount > 0 else tokens if amount == _TOKENS else nano
+            slot[0] += amount if amount > 0 else tokens if amount == 0 else nano
             if alive_s:  # a gauge: alive while busy
                 slot[1] = now + alive_s
         out: list[tuple[bytes, bytes]] = []
-        for (limit, remaining, reset), candidates in self.headed:
-            i, cap, cap_bytes = candidates[0]
+        for (limit, remaining, reset), (i, cap, cap_bytes), others in self.headed:
             left = cap - int(slots[i][0])
-            for j, other_cap, other_bytes in candidates[1:]:  # several: the tightest
+            for j, other_cap, other_bytes in others:  # several of a kind: the tightest
                 other_left = other_cap - int(slots[j][0])
                 if other_left < left:
                     i, cap_bytes, left = j, other_bytes, other_left
@@ -446,7 +445,17 @@ class Traffic:
             _caller(principal, req, self._by_ip),
             model,
             window,
-            *((own.get(k) for k in _OWN_SETTINGS) if own else ()),
+            *(
+                (
+                    own.get("rpm"),
+                    own.get("tpm"),
+                    own.get("concurrent"),
+                    own.get("budget_usd"),
+                    own.get("budget_period"),
+                )
+                if own
+                else ()
+            ),
         )
         plan = self._plans.get(ck)
         if plan is None:
@@ -521,30 +530,9 @@ class Traffic:
         in-process counters (the default set-up). LATER: await `admit` (Redis)."""
         if not (self.limit_rules or self.budget_rules or principal.limits):
             return None
-        if self._memory is None:
+        memory = self._memory
+        if memory is None:
             return LATER
-        return self._reserve_now(self._memory, req, principal, plan, op)
-
-    async def admit(
-        self, req: Request, principal: Principal, plan: Plan, op: Operation
-    ) -> Ticket | None:
-        """Reserve the request's limits and budgets, or raise 429 (None: nothing applies)."""
-        if not (self.limit_rules or self.budget_rules or principal.limits):
-            return None
-        if self._memory is not None:
-            return self._reserve_now(self._memory, req, principal, plan, op)
-        out = (op.chat.max_tokens or budgets.DEFAULT_MAX_TOKENS) if op.chat is not None else 0
-        prompt = tokenizer.estimate_chars(op.prompt_chars)
-
-        def prices() -> list[Price | None]:
-            return [self.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
-
-        return await self.reserve(req, principal, plan.model, prices, prompt, out)
-
-    def _reserve_now(
-        self, memory: MemoryState, req: Request, principal: Principal, plan: Plan, op: Operation
-    ) -> Ticket | None:
-        """`admit` on the in-process backend, which answers at once."""
         out = (op.chat.max_tokens or budgets.DEFAULT_MAX_TOKENS) if op.chat is not None else 0
         prompt = tokenizer.estimate_chars(op.prompt_chars)
         limits = self._limits(req, principal, plan.model)
@@ -555,6 +543,24 @@ class Traffic:
             prices = [self.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
             price, nano = _worst_cost(plan.model, prices, prompt, out)
         return self._take(memory, req, limits, prompt + out, nano, price, out)
+
+    async def admit(
+        self, req: Request, principal: Principal, plan: Plan, op: Operation
+    ) -> Ticket | None:
+        """Reserve the request's limits and budgets, or raise 429 (None: nothing applies)."""
+        if not (self.limit_rules or self.budget_rules or principal.limits):
+            return None
+        if self._memory is not None:
+            ticket = self.admit_now(req, principal, plan, op)
+            assert ticket is not LATER  # in-process: always answered at once
+            return ticket
+        out = (op.chat.max_tokens or budgets.DEFAULT_MAX_TOKENS) if op.chat is not None else 0
+        prompt = tokenizer.estimate_chars(op.prompt_chars)
+
+        def prices() -> list[Price | None]:
+            return [self.prices.lookup(plan.model, t, plan.entry) for t in plan.targets]
+
+        return await self.reserve(req, principal, plan.model, prices, prompt, out)
 
     async def admit_native(
         self, req: Request, principal: Principal, provider: str, model: str | None, body: bytes
@@ -612,6 +618,9 @@ class Traffic:
         """`reserve` on the in-process backend, on the plan's live slots."""
         slots = limits.slots
         taken = limits.take_now(slots, tokens, nano) if slots is not None else None
+        if type(taken) is list:  # the common case first: admitted on held slots
+            req.response_headers += taken
+            return Ticket(memory, limits, limits.budgets, _TAKEN, tokens, nano, price, out, slots)
         if taken is None:  # the plan's first request, or a slot expired: fetch live ones
             slots = limits.slots = [
                 memory.live_slot(c.key, c.ttl_ms)
