@@ -238,7 +238,7 @@ def test_a_live_slot_is_the_counters_own_until_it_expires() -> None:
 
 
 async def test_in_process_admission_counts_on_the_plans_live_slots() -> None:
-    """In-process limits reserve on slots the caller's plan holds (LimitPlan.take): the same
+    """In-process limits reserve on slots the caller's plan holds (LimitPlan.take_now): the same
     counters `peek` reads, settled on them, and a concurrency slot that expired is replaced."""
     s = config.from_mapping(
         {

@@ -14,6 +14,8 @@ are fixed (PYTHONHASHSEED=0), so a count repeats to the instruction; timings on 
 
 2026-12-02: admit 66,073 (`--root` a checkout of 456e7cd) → 52,064 after LimitPlan (commit
 2384252) → 43,050 on the plan's live slots (LimitPlan.take); admit + settle 60,248 → 51,400.
+Afternoon (the same loop, fixed seeds): admit 44,175 → 39,744 with Traffic.admit_now and
+LimitPlan.take_now (budgets held on the plan too); admit + settle 53,041 → 46,313.
 From an earlier copy of this loop: slot + lookup ~27k, store ~8k, settle ~8k, all ~95k.
 Python bytecode is most of every step.
 """
