@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -168,8 +168,7 @@ class LimitPlan:
     """The limits and budgets one caller's requests for one model land on in one minute,
     resolved once (`Traffic._resolve`) with what every such request reuses: the counters as
     reserved (rpm and concurrent as they are; each tpm counter takes the request's tokens,
-    each budget its cost) and, when a kind has a single limit, which limit its x-ratelimit-*
-    headers report.
+    each budget its cost) and which limits its x-ratelimit-* headers report.
 
     An rpm or tpm counter's TTL is the time left in the minute when the plan was resolved:
     a counter first reserved later in the minute expires a little after the minute ends,
@@ -179,9 +178,6 @@ class LimitPlan:
     checks: list[LimitCheck]
     counters: list[Counter]  # the limits' (budgets' are in `budgets`)
     tpm: list[int]  # indexes of the tpm counters
-    # (check index, header names) per kind; None when a kind has several limits (the
-    # tightest is then found per request)
-    shown: list[tuple[int, tuple[bytes, bytes, bytes]]] | None
     budgets: list[budgets.BudgetCheck] = field(default_factory=list)  # counters: amount 0
     # In-process backend: the live slot (`MemoryState.live_slot`) of each limit's counter,
     # then each budget's, fetched on the plan's first request, so later requests count
@@ -247,6 +243,11 @@ class LimitPlan:
             slot[0] += amount if amount > 0 else tokens if amount == 0 else nano
             if alive_s:  # a gauge: alive while busy
                 slot[1] = now + alive_s
+        return self.headers(slots, now)
+
+    def headers(self, slots: Sequence[Sequence[float]], now: float) -> list[tuple[bytes, bytes]]:
+        """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits, from each
+        check's [value, expiry] (monotonic seconds, as slots hold them) at `now`."""
         out: list[tuple[bytes, bytes]] = []
         for (limit, remaining, reset), (i, cap, cap_bytes), others in self.headed:
             left = cap - int(slots[i][0])
@@ -257,12 +258,12 @@ class LimitPlan:
             out += (
                 (limit, cap_bytes),
                 (remaining, b"%d" % (left if left > 0 else 0)),
-                (reset, reset_bytes(int((slots[i][1] - now) * 1000))),
+                (reset, reset_bytes(round((slots[i][1] - now) * 1000))),
             )
         return out
 
 
-_NO_LIMITS = LimitPlan([], [], [], [])
+_NO_LIMITS = LimitPlan([], [], [])
 # A ticket whose reservation was made by `LimitPlan.take_now` (settled on its slots).
 _TAKEN = Admission(True, -1, [], [])
 
@@ -282,31 +283,10 @@ class Ticket:
     slots: list[list[float]] | None = None  # in-process: the live slots (LimitPlan.slots)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        """OpenAI's x-ratelimit-* headers for the tightest rpm and tpm limits."""
-        values, ttls = self.admission.values, self.admission.ttls
-        checks = self.plan.checks
-        out: list[tuple[bytes, bytes]] = []
-        shown = self.plan.shown
-        for i, (limit, remaining, reset) in shown if shown is not None else self._tightest():
-            left = checks[i].cap - values[i]
-            out += (
-                (limit, checks[i].cap_bytes),
-                (remaining, b"%d" % (left if left > 0 else 0)),
-                (reset, reset_bytes(ttls[i])),
-            )
-        return out
-
-    def _tightest(self) -> list[tuple[int, tuple[bytes, bytes, bytes]]]:
-        """Per kind, the limit with the least left after this request."""
-        values = self.admission.values
-        best: dict[str, tuple[int, int]] = {}  # kind -> (left, check index)
-        for i, c in enumerate(self.plan.checks):
-            if c.kind != "concurrent":
-                left = c.cap - values[i]
-                seen = best.get(c.kind)
-                if seen is None or left < seen[0]:
-                    best[c.kind] = (left, i)
-        return [(i, _HEADER_NAMES[kind]) for kind, (_, i) in best.items()]
+        """The x-ratelimit-* headers of a reservation made by key (`admission`)."""
+        adm = self.admission  # as slots: [value, seconds to expiry] at time 0
+        slots = [(v, t / 1000) for v, t in zip(adm.values, adm.ttls, strict=True)]
+        return self.plan.headers(slots, 0.0)
 
     async def check_stream(self, meter: StreamMeter) -> None:
         """Mid-stream: past the reserved output, reserve more or end it with BUDGET_EXCEEDED."""
@@ -490,12 +470,8 @@ class Traffic:
             else:
                 counter = Counter(f"{kind[0]}:{scope}:{ident}:{window}", 1, cap, ttl)
             checks.append(LimitCheck(kind, scope, cap, counter, b"%d" % cap))
-        kinds = [c.kind for c in checks]
-        tpm = [i for i, kind in enumerate(kinds) if kind == "tpm"]
-        shown = None
-        if kinds.count("rpm") <= 1 and kinds.count("tpm") <= 1:
-            shown = [(i, _HEADER_NAMES[k]) for i, k in enumerate(kinds) if k != "concurrent"]
-        return LimitPlan(checks, [c.counter for c in checks], tpm, shown, plan_budgets)
+        tpm = [i for i, c in enumerate(checks) if c.kind == "tpm"]
+        return LimitPlan(checks, [c.counter for c in checks], tpm, plan_budgets)
 
     def _budget_checks(
         self, req: Request | None, principal: Principal
@@ -618,9 +594,6 @@ class Traffic:
         """`reserve` on the in-process backend, on the plan's live slots."""
         slots = limits.slots
         taken = limits.take_now(slots, tokens, nano) if slots is not None else None
-        if type(taken) is list:  # the common case first: admitted on held slots
-            req.response_headers += taken
-            return Ticket(memory, limits, limits.budgets, _TAKEN, tokens, nano, price, out, slots)
         if taken is None:  # the plan's first request, or a slot expired: fetch live ones
             slots = limits.slots = [
                 memory.live_slot(c.key, c.ttl_ms)
@@ -639,7 +612,7 @@ class Traffic:
             slot = slots[taken]
             ttl_ms = int((slot[1] - time.monotonic()) * 1000) if slot[1] else -1
             raise _refusal(limits, taken, int(slot[0]), ttl_ms)
-        req.response_headers += taken
+        req.response_headers += taken  # admitted on the held slots
         return Ticket(memory, limits, limits.budgets, _TAKEN, tokens, nano, price, out, slots)
 
     async def describe(self, req: Request, principal: Principal, plan: Plan) -> dict[str, Any]:

@@ -124,7 +124,7 @@ class Pipeline:
             principal.check_model(plan.model)
             slot = gw.cache.open_slot(req, principal, plan, op)  # its lookup leaves now
             ticket = gw.traffic.admit_now(req, principal, plan, op)
-            if ticket is LATER:  # Redis, or budgets: a reservation to await
+            if ticket is LATER:  # counters in Redis: a reservation to await
                 ticket = await gw.traffic.admit(req, principal, plan, op)
             op.ticket = ticket
             if slot is not None:
