@@ -130,8 +130,8 @@ def _sluice(args: list[str], env: dict[str, str], root: Path = ROOT) -> str:
 
 def side_threads(pid: int) -> tuple[float, int]:
     """CPU seconds and context switches of the storage side's threads: every thread but the
-    event loop's and the provider client's (rnet's tokio threads, which serve every request
-    and would drown what storage costs). A storage query per request shows here."""
+    event loop's (and any `tokio` thread, which a Rust-based client would add: Sluice's own
+    client runs on the loop since 2026-12-02). A storage query per request shows here."""
     ticks, switches = 0, 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         if task.name == str(pid):

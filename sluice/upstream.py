@@ -1,12 +1,11 @@
 """The only module that talks HTTP to providers: pools, timeouts, retries, error mapping.
 
-One keep-alive rnet client per provider (Rust: hyper on a tokio thread). Chosen by
-measurement over aiohttp (bench/experiments/clients.py: 49 vs 81-95 µs of CPU a request at
-c=64 on one core) and over pyreqwest (28-30 µs, but it keeps an upstream request running
-when the awaiting task is cancelled); with rnet, cancelling the awaiting task drops the Rust
-future and with it the connection, before the headers and mid-stream alike (SPEC §6).
-rnet's own timeouts take whole seconds, so every wait here is bounded by asyncio.timeout,
-whose cancellation aborts the request the same way.
+One keep-alive client per provider (`sluice.httpclient`: HTTP/1.1 on the event loop, parsed
+by httptools). Chosen by measurement (bench/experiments/clients.py, one core, c=64): 45 µs
+of CPU a request against rnet's 91 in a bare proxy (2026-12-02); rnet had replaced aiohttp
+(81-95 µs), and pyreqwest kept an upstream request running when the awaiting task was
+cancelled. Cancelling the awaiting task aborts the connection, before the headers and
+mid-stream alike (SPEC §6); every wait here is bounded by asyncio.timeout.
 
 `open()` makes one target's attempts (retrying 429/5xx, connect errors and resets with
 jittered backoff, honouring Retry-After up to a cap) and returns a response whose status is
@@ -17,20 +16,17 @@ followed and cookies never kept (SPEC §6).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
-import rnet
-from rnet import exceptions as rnet_errors
 
 from sluice import __version__
 from sluice.errors import GatewayError
+from sluice.httpclient import Client, HttpError, Response, UnsendableHeader
 from sluice.providers.base import Adapter, UpstreamCall
 from sluice.redact import scrub
 
@@ -39,31 +35,16 @@ if TYPE_CHECKING:
 
 _MAX_ERROR_BODY = 64 * 1024
 _USER_AGENT = f"sluice/{__version__}"
-# Everything rnet raises for a call that could not be made or broke (a URL or header it
-# cannot send included, as aiohttp's InvalidURL was); its TimeoutError is apart (rnet's own
-# timeouts are never set here, but an upstream's TLS or pool layer may raise it).
-_BROKEN: tuple[type[Exception], ...] = (
-    rnet_errors.ConnectionError,
-    rnet_errors.ConnectionResetError,
-    rnet_errors.BodyError,
-    rnet_errors.DecodingError,
-    rnet_errors.RequestError,
-    rnet_errors.DNSResolverError,
-    rnet_errors.StatusError,
-    rnet_errors.RedirectError,
-    rnet_errors.BuilderError,
-    rnet_errors.URLParseError,
-)
-_TIMEOUTS: tuple[type[Exception], ...] = (TimeoutError, rnet_errors.TimeoutError)
+_BROKEN: tuple[type[Exception], ...] = (HttpError,)  # a call that could not be made or broke
+_TIMEOUTS: tuple[type[Exception], ...] = (TimeoutError,)
 UNREADABLE = _TIMEOUTS + _BROKEN  # every way a call or a body can fail
-_METHODS = {m: getattr(rnet.Method, m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")}
 
 
 @dataclass(slots=True)
 class Opened:
     """A 2xx upstream response, ready to read, and what it took to get it."""
 
-    response: rnet.Response
+    response: Response
     attempts: int
     started: float  # monotonic time the successful attempt was sent
     headers_at: float  # monotonic time its headers arrived
@@ -91,7 +72,7 @@ class Opened:
             return self.body
         try:
             async with asyncio.timeout(self._wait()):
-                return await self.response.bytes()
+                return await self.response.read()
         except _TIMEOUTS:
             raise GatewayError("UPSTREAM_TIMEOUT", "upstream timed out while answering") from None
         except _BROKEN as exc:
@@ -135,11 +116,11 @@ class Upstream:
     ) -> None:
         self.retry_after_cap_s = retry_after_cap_s
         self.ai_gateway = ai_gateway
-        self._clients: dict[str, rnet.Client] = {}
+        self._clients: dict[str, Client] = {}
         self.attempts_total = 0
         self.retries_total = 0
 
-    def client(self, provider: str) -> rnet.Client:
+    def client(self, provider: str) -> Client:
         """The pooled keep-alive client for a provider (created on first use)."""
         c = self._clients.get(provider)
         if c is None:
@@ -148,6 +129,8 @@ class Upstream:
 
     async def close(self) -> None:
         """Drop every client and its pooled connections (at shutdown)."""
+        for client in self._clients.values():
+            client.close()
         self._clients.clear()
 
     async def open(
@@ -242,24 +225,24 @@ class Upstream:
         try:
             async with asyncio.timeout(per_attempt):
                 resp = await self.client(provider).request(
-                    _METHODS[call.method],
+                    call.method,
                     url,
-                    headers=call.headers,
-                    body=call.body if call.body is not None else b"",
-                    query=list(call.query.items()),
+                    call.headers,
+                    call.body if call.body is not None else b"",
+                    list(call.query.items()),
                 )
                 headers_at = time.monotonic()
                 # A whole answer is read inside the attempt: one timer, and a body that
                 # breaks is retried like any failure before the client's first byte.
                 if resp.status < 300 and not call.stream and not _is_sse(resp):
-                    body = await resp.bytes()
+                    body = await resp.read()
         except _TIMEOUTS:
             return GatewayError("UPSTREAM_TIMEOUT", f"provider {provider!r} did not answer in time")
         except _BROKEN as exc:
             return GatewayError(
                 "NETWORK_ERROR", f"could not reach provider {provider!r}: {type(exc).__name__}"
             )
-        except RuntimeError:  # rnet's word for a header value HTTP cannot carry
+        except UnsendableHeader:
             return GatewayError(
                 "PROVIDER_UNAVAILABLE",
                 f"provider {provider!r} has a key or header value that cannot be sent "
@@ -292,37 +275,22 @@ class Upstream:
         return GatewayError("EXTERNAL_SERVICE_ERROR", message, status=status, headers=headers)
 
 
-def new_client() -> rnet.Client:
+def new_client() -> Client:
     """A keep-alive client as Sluice calls out with (providers, the JWKS).
 
     No cookie store: a client serves every tenant, so a provider's Set-Cookie must never ride
-    on the next caller's request. No proxy from the environment (aiohttp's default too): an
-    HTTP_PROXY meant for something else must not see provider keys. No redirects (SPEC §6).
-    Certificates always checked (`trusted_cas`)."""
-    return rnet.Client(
-        user_agent=_USER_AGENT,
-        allow_redirects=False,
-        cookie_store=False,
-        no_proxy=True,
-        pool_idle_timeout=30,
-        verify=trusted_cas(),
-    )
+    on the next caller's request. No proxy from the environment: an HTTP_PROXY meant for
+    something else must not see provider keys. No redirects (SPEC §6). Certificates always
+    checked (`httpclient.trusted_cas`)."""
+    return Client(_USER_AGENT)
 
 
-def trusted_cas() -> Path | bool:
-    """What providers' certificates are checked against: the bundle SSL_CERT_FILE names when
-    set (the variable OpenSSL and Python's ssl module honour: a private CA for a self-hosted
-    server goes there), else rnet's bundled Mozilla roots. Checking is never off."""
-    path = os.environ.get("SSL_CERT_FILE")
-    return Path(path) if path and os.path.isfile(path) else True
-
-
-def _is_sse(resp: rnet.Response) -> bool:
+def _is_sse(resp: Response) -> bool:
     ctype = resp.headers.get("content-type")
     return ctype is not None and b"event-stream" in ctype
 
 
-async def read_capped(resp: rnet.Response, limit: int, wait_s: float) -> bytes:
+async def read_capped(resp: Response, limit: int, wait_s: float) -> bytes:
     """At most `limit` bytes of a body (an error answer, a JWKS): what a stalled or broken
     body sent until then. A body cut short is closed, which drops its connection."""
     parts: list[bytes] = []

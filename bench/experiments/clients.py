@@ -1,4 +1,5 @@
-"""One-off: CPU cost per upstream request of aiohttp, pyreqwest and httpx (not in `make bench`).
+"""One-off: CPU cost per upstream request of Sluice's own client, aiohttp, pyreqwest, rnet and
+httpx (not in `make bench`; a client not installed in this venv is skipped).
 
     python -m bench.experiments.clients [--seconds 5] [--conns 64]
 
@@ -126,7 +127,24 @@ async def with_rnet(url: str, conns: int, seconds: float) -> tuple[int, int, flo
     return await drive(post, conns, seconds)
 
 
+async def with_sluice(url: str, conns: int, seconds: float) -> tuple[int, int, float, float]:
+    """sluice.httpclient (HTTP/1.1 on the event loop, httptools), Sluice's client since
+    2026-12-02 (the second stop that day)."""
+    from sluice.httpclient import Client
+
+    client = Client("sluice-bench")
+
+    async def post() -> int:
+        r = await client.request("POST", url, HEADERS, BODY)
+        await r.read()
+        return r.status
+
+    await drive(post, conns, 0.5)
+    return await drive(post, conns, seconds)
+
+
 CLIENTS = {
+    "sluice": with_sluice,
     "aiohttp": with_aiohttp,
     "pyreqwest": with_pyreqwest,
     "rnet": with_rnet,

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-import rnet
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from sluice.config import JwtConfig
+from sluice.httpclient import Client
 from sluice.upstream import UNREADABLE, new_client, read_capped
 
 log = logging.getLogger("sluice.auth.jwt")
@@ -102,7 +102,7 @@ class JwtVerifier:
         self._last_kid_refresh = float("-inf")
         self._inflight: asyncio.Task[None] | None = None
         self._bg: asyncio.Task[None] | None = None
-        self._client: rnet.Client | None = None
+        self._client: Client | None = None
         self._cache: dict[bytes, Claims] = {}
         self.fetches = 0
 
@@ -117,6 +117,8 @@ class JwtVerifier:
         """Stop the refresher and drop the HTTP client."""
         if self._bg is not None:
             self._bg.cancel()
+        if self._client is not None:
+            self._client.close()
         self._client = None
 
     async def _refresher(self) -> None:
@@ -138,7 +140,7 @@ class JwtVerifier:
         self.fetches += 1
         try:
             async with asyncio.timeout(FETCH_TIMEOUT_S):
-                resp = await self._client.get(url)
+                resp = await self._client.request("GET", url)
             if resp.status != 200:
                 await resp.close()
                 raise ValueError(f"HTTP {resp.status}")

@@ -332,6 +332,21 @@ def test_inbound_stream_translation(case: dict[str, Any]) -> None:
     assert [[e.event, orjson.loads(e.data)] for e in events] == case["events"]
 
 
+def test_inbound_stream_gives_one_piece_for_each_piece_in() -> None:
+    """A whole upstream stream in one read (a fast upstream): the pipeline ends the response
+    after the piece that follows the meter's `done`, so the one piece out must hold every
+    event, message_stop last."""
+    raw = (FIX / "openai_text.sse").read_bytes()
+
+    async def run() -> list[bytes]:
+        return [p async for p in am.messages_stream(pieces(raw, len(raw)))]
+
+    out = asyncio.run(run())
+    assert len(out) == 1
+    kinds = [b.split(b"\n", 1)[0] for b in out[0].split(b"\n\n") if b]
+    assert kinds[0] == b"event: message_start" and kinds[-1] == b"event: message_stop"
+
+
 def test_passthrough_stream_is_untouched_and_metered() -> None:
     raw = (FIX / "stream_parallel_tools.sse").read_bytes()
     meter = StreamMeter()

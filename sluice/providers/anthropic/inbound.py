@@ -351,44 +351,53 @@ def _end(stop: str | None, usage: Usage | None) -> bytes:
 
 
 async def messages_stream(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """OpenAI chunk SSE → message_start, content blocks, message_delta, message_stop."""
+    """OpenAI chunk SSE → message_start, content blocks, message_delta, message_stop.
+
+    One piece out for each piece in: the adapter marks the stream done while it yields the
+    piece that holds [DONE], and the pipeline ends the response after the piece it is given
+    next, so that piece must carry the whole translated end (message_stop included)."""
     started = False
     block = -1  # the open content block's index, -1 when none is open
     text_open = False
     tools: dict[int, int] = {}  # OpenAI tool_calls index → content block index
     stop: str | None = None
     usage: Usage | None = None
-    async for ev in sse.events(pieces):
-        if ev.data == b"[DONE]":
-            yield (_close(block) if block >= 0 else b"") + _end(stop, usage)
-            return
-        obj = _chunk_obj(ev.data)
+    async for group in sse.blocks(pieces):
         out: list[bytes] = []
-        if not started:
-            started = True
-            out.append(_start(obj))
-        if obj.get("usage"):
-            usage = openai_usage_from(obj["usage"])
-        for choice in obj.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                if not text_open:
-                    out.append(_close(block) if block >= 0 else b"")
-                    block, text_open = block + 1, True
-                    out.append(_open(block, {"type": "text", "text": ""}))
-                out.append(_delta(block, {"type": "text_delta", "text": delta["content"]}))
-            for call in delta.get("tool_calls") or ():
-                i, fn = call.get("index", 0), call.get("function") or {}
-                if i not in tools:
-                    out.append(_close(block) if block >= 0 else b"")
-                    block, text_open, tools[i] = block + 1, False, block + 1
-                    tool = {"type": "tool_use", "id": call.get("id"), "name": fn.get("name")}
-                    out.append(_open(block, {**tool, "input": {}}))
-                if fn.get("arguments"):
-                    frag = {"type": "input_json_delta", "partial_json": fn["arguments"]}
-                    out.append(_delta(tools[i], frag))
-            if choice.get("finish_reason"):
-                stop = STOP_REASON.get(choice["finish_reason"], "end_turn")
+        for raw in group:
+            ev = sse.parse_block(raw)
+            if ev is None:
+                continue
+            if ev.data == b"[DONE]":
+                out.append((_close(block) if block >= 0 else b"") + _end(stop, usage))
+                yield b"".join(out)
+                return
+            obj = _chunk_obj(ev.data)
+            if not started:
+                started = True
+                out.append(_start(obj))
+            if obj.get("usage"):
+                usage = openai_usage_from(obj["usage"])
+            for choice in obj.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    if not text_open:
+                        out.append(_close(block) if block >= 0 else b"")
+                        block, text_open = block + 1, True
+                        out.append(_open(block, {"type": "text", "text": ""}))
+                    out.append(_delta(block, {"type": "text_delta", "text": delta["content"]}))
+                for call in delta.get("tool_calls") or ():
+                    i, fn = call.get("index", 0), call.get("function") or {}
+                    if i not in tools:
+                        out.append(_close(block) if block >= 0 else b"")
+                        block, text_open, tools[i] = block + 1, False, block + 1
+                        tool = {"type": "tool_use", "id": call.get("id"), "name": fn.get("name")}
+                        out.append(_open(block, {**tool, "input": {}}))
+                    if fn.get("arguments"):
+                        frag = {"type": "input_json_delta", "partial_json": fn["arguments"]}
+                        out.append(_delta(tools[i], frag))
+                if choice.get("finish_reason"):
+                    stop = STOP_REASON.get(choice["finish_reason"], "end_turn")
         if out:
             yield b"".join(out)
 
