@@ -105,11 +105,12 @@ def start_upstreams(workdir: Path, chunk_ms: float) -> Upstreams:
     return Upstreams(json_port, sse_port, started)
 
 
-def start_sluice(workdir: Path, up: Upstreams) -> tuple[Proc, Target]:
-    """Sluice with bench/configs/sluice.yaml; its stdout (the audit log) goes to a file."""
+def start_sluice(workdir: Path, up: Upstreams, root: Path = ROOT) -> tuple[Proc, Target]:
+    """Sluice with bench/configs/sluice.yaml; its stdout (the audit log) goes to a file.
+    `root`: the checkout whose `sluice` package runs (bench.experiments.ab_throughput)."""
     port = procs.free_port()
     env = {
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
         "BENCH_WORKDIR": str(workdir),
         "BENCH_JSON_BASE": up.json_base,
         "BENCH_SSE_BASE": up.sse_base,
@@ -117,7 +118,7 @@ def start_sluice(workdir: Path, up: Upstreams) -> tuple[Proc, Target]:
     }
     cmd = [sys.executable, "-m", "sluice", "serve", "--config", str(CONFIGS / "sluice.yaml")]
     proc = procs.start(
-        "sluice", [*cmd, "--port", str(port)], port, workdir, procs.GATEWAY_CORE, env, cwd=ROOT
+        "sluice", [*cmd, "--port", str(port)], port, workdir, procs.GATEWAY_CORE, env, cwd=root
     )
     url = f"http://127.0.0.1:{port}{CHAT}"
     return proc, Target("sluice", url, url, {"Authorization": f"Bearer {AUTH_TOKEN}"})

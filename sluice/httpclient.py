@@ -20,7 +20,7 @@ What it does, and no more:
 - a request sent on a pooled connection that the server had closed meanwhile (no byte of an
   answer came back) is sent once more on a fresh connection, as browsers and urllib3 do;
 - a stream's unread bytes are bounded: reading pauses above `_PAUSE_ABOVE` buffered bytes.
-Timeouts are the caller's (`asyncio.timeout`), as they were with rnet.
+Timeouts are the caller's (`sluice.deadlines.within` in sluice/upstream.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httptools
@@ -58,13 +57,6 @@ class UnsendableHeader(ValueError):
     """A header name or value HTTP cannot carry (CR, LF or NUL in it, or not Latin-1)."""
 
 
-class Headers(dict[str, bytes]):
-    """Response headers by lower-cased name (a repeated header's values joined by ", ")."""
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return dict.get(self, name.lower(), default)
-
-
 class Response:
     """An answer whose status and headers have arrived; its body is read with
     `read()` or `stream()`, or dropped with `close()`."""
@@ -74,7 +66,8 @@ class Response:
     def __init__(self, conn: _Conn) -> None:
         self._conn: _Conn | None = conn
         self.status = 0
-        self.headers = Headers()
+        # By lower-cased name; a repeated header's values joined by ", ".
+        self.headers: dict[str, bytes] = {}
         self._parts: deque[bytes] = deque()
         self._size = 0
         self._done = False
@@ -397,6 +390,7 @@ class Client:
 
     @staticmethod
     async def _exchange(conn: _Conn, data: bytes) -> Response:
+        """Send one request on `conn` and wait for the answer's head."""
         head: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         conn.send(data, head)
         try:

@@ -78,7 +78,7 @@ async def test_keep_alive_reuses_one_connection_and_sends_what_was_asked() -> No
                 [("y", "2 3")],
             )
             assert resp.status == 200 and await resp.read() == b"answer %d" % i
-            assert resp.headers.get("X-Twice") == b"a, b"
+            assert resp.headers.get("x-twice") == b"a, b"
         client.close()
     assert srv.connections == 1
     first = srv.requests[0]

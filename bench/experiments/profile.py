@@ -21,6 +21,7 @@ from bench import loadgen, procs, systems
 
 HERE = Path(__file__).resolve().parent.parent
 TOOLS = HERE / "peers" / "tools-venv"
+LINES = bool(int(__import__("os").environ.get("PROFILE_LINES", "0")))  # py-spy with line numbers
 
 
 def py_spy() -> Path:
@@ -69,7 +70,16 @@ def main() -> None:
         gw, target = systems.start_sluice(workdir, up)
         loadgen.http_load(target, 16, 2)  # warm
         out = workdir / ("streams.txt" if args.streams else "c64.txt")
-        cmd = [str(spy), "record", "-f", "raw", "--nolineno", "--nonblocking", "-r", "250"]
+        cmd = [
+            str(spy),
+            "record",
+            "-f",
+            "raw",
+            *([] if LINES else ["--nolineno"]),
+            "--nonblocking",
+            "-r",
+            "250",
+        ]
         cmd += ["-p", str(gw.pid)]
         cmd += ["-d", str(int(args.seconds) + 1), "-o", str(out)]
         rec = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
