@@ -62,7 +62,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         port=port or settings.server.port,
         workers=workers if workers > 1 else None,
         loop="uvloop",
-        http=SluiceHttpProtocol,  # httptools, the response head joined to its body
+        http=SluiceHttpProtocol,  # sluice/server.py: httptools, whole answers in one write
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # no proxy header is trusted (Request.client_ip); saves a wrapper
