@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from random import getrandbits
@@ -18,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from sluice.deadlines import Wheel
 from sluice.errors import GatewayError
 from sluice.server import SluiceCycle
 
@@ -215,28 +215,33 @@ class DisconnectWatch:
     """Cancels `task` when the client disconnects (the body must already be read).
 
     Watching takes a task awaiting `receive`; most answers are done in a few ms, so with
-    `delay` > 0 that task is only started once the request has run `delay` seconds (see
-    `_LateStarts`): a client that leaves is noticed within `delay` (and a few ms).
-    `stop()` (in a `finally`) ends the watch.
+    `delay` > 0 that task is only started once the request has run `delay` seconds: the
+    start waits on the deadline wheel (`sluice.deadlines.Wheel`), a dict entry added and
+    removed per request instead of a timer. A client that leaves is noticed within `delay`
+    (and a tick). `stop()` (in a `finally`) ends the watch.
     """
 
-    __slots__ = ("_pending", "_receive", "_task", "_watcher")
+    __slots__ = ("_key", "_receive", "_task", "_watcher", "_wheel")
 
     def __init__(self, task: asyncio.Task[Any] | None, receive: Receive, delay: float) -> None:
         self._task = task
         self._receive = receive
         self._watcher: asyncio.Future[None] | None = None
-        self._pending = False  # waiting for its late start
+        self._wheel: Wheel | None = None  # set while the late start waits
+        self._key = 0  # its slot on the wheel
         if task is None:
             return
         if delay > 0:
-            self._pending = True
-            _LateStarts.of(asyncio.get_running_loop()).add(self, delay)
+            self._wheel = Wheel.of(task.get_loop())
+            self._wheel.add(self, delay)
         else:
             self._start()
 
+    def _expire(self) -> None:  # the wheel: the delay has passed
+        self._wheel = None
+        self._start()
+
     def _start(self) -> None:
-        self._pending = False
         self._watcher = asyncio.ensure_future(wait_disconnect(self._receive))
         self._watcher.add_done_callback(self._on_done)
 
@@ -252,57 +257,13 @@ class DisconnectWatch:
 
     def stop(self) -> None:
         """Stop watching."""
-        self._pending = False
+        if self._wheel is not None:
+            self._wheel.remove(self)
+            self._wheel = None
         w = self._watcher
         if w is not None:
             w.remove_done_callback(self._on_done)
             w.cancel()
-
-
-class _LateStarts:
-    """The watches of one event loop waiting for their late start, in start order, with one
-    timer armed while any waits. A request answered before its watch is due only marks the
-    watch stopped: a deque append per request, where a `call_later` made and cancelled a
-    timer per request (with uvloop a handle and a libuv timer each time)."""
-
-    _current: _LateStarts | None = None  # the serving loop's (a process serves one loop)
-    _SLACK_S = 0.005  # due watches are started together, up to this late
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.due: deque[tuple[float, DisconnectWatch]] = deque()
-        self.timer: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> _LateStarts:
-        current = cls._current
-        if current is None or current.loop is not loop:
-            current = cls._current = cls(loop)  # a new loop (tests): the old one's are gone
-        return current
-
-    def add(self, watch: DisconnectWatch, delay: float) -> None:
-        at = self.loop.time() + delay
-        due = self.due
-        if due and at < due[-1][0]:  # a shorter delay than those waiting: a timer of its own
-            self.loop.call_at(at, _start_if_pending, watch)
-            return
-        due.append((at, watch))
-        if self.timer is None:
-            self.timer = self.loop.call_at(at, self._run)
-
-    def _run(self) -> None:
-        self.timer = None
-        limit = self.loop.time() + self._SLACK_S
-        due = self.due
-        while due and due[0][0] <= limit:
-            _start_if_pending(due.popleft()[1])
-        if due:
-            self.timer = self.loop.call_at(due[0][0], self._run)
-
-
-def _start_if_pending(watch: DisconnectWatch) -> None:
-    if watch._pending:
-        watch._start()
 
 
 async def aiter_bytes(data: bytes) -> AsyncIterator[bytes]:

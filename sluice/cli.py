@@ -72,7 +72,6 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         # The gateway ends in-flight requests itself at drain_timeout_s (sluice/drain.py);
         # uvicorn's own cancel is only the backstop.
         timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout_s + BACKSTOP_S),
-        h11_max_incomplete_event_size=settings.server.max_request_bytes,
     )
     if workers > 1:
         run_workers(config)

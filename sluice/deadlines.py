@@ -20,6 +20,7 @@ import asyncio
 import heapq
 import math
 from types import TracebackType
+from typing import Protocol
 
 _TICK_S = 0.01
 
@@ -40,7 +41,7 @@ class within:  # lower case: used like asyncio.timeout
             raise RuntimeError("within() must be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        wheel = self._wheel = _Wheel.of(task.get_loop())
+        wheel = self._wheel = Wheel.of(task.get_loop())
         wheel.add(self, self._delay)
         return self
 
@@ -64,28 +65,37 @@ class within:  # lower case: used like asyncio.timeout
             self._task.cancel()
 
 
-class _Wheel:
-    """The deadlines of one event loop, by slot (`ceil(at / _TICK_S)`), with a heap of slot
-    numbers and one timer for the earliest. A block that ends removes its deadline from its
-    slot; a slot's number stays in the heap until its time (the timer then finds it empty)."""
+class Due(Protocol):
+    """What waits on the wheel: its slot, and what to do when due."""
 
-    _current: _Wheel | None = None  # the serving loop's (a process serves one loop)
+    _key: int
+
+    def _expire(self) -> None: ...
+
+
+class Wheel:
+    """The deadlines of one event loop, by slot (`ceil(at / _TICK_S)`), with a heap of slot
+    numbers and one timer for the earliest. Entries are `within` blocks and the disconnect
+    watches' late starts (sluice.asgi). One that ends first removes itself from its slot; a
+    slot's number stays in the heap until its time (the timer then finds it empty)."""
+
+    _current: Wheel | None = None  # the serving loop's (a process serves one loop)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.slots: dict[int, dict[within, None]] = {}
+        self.slots: dict[int, dict[Due, None]] = {}
         self.heap: list[int] = []
         self.timer: asyncio.TimerHandle | None = None
         self.timer_slot = math.inf
 
     @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> _Wheel:
+    def of(cls, loop: asyncio.AbstractEventLoop) -> Wheel:
         current = cls._current
         if current is None or current.loop is not loop:
             current = cls._current = cls(loop)  # a new loop (tests): the old one's are gone
         return current
 
-    def add(self, w: within, delay: float) -> None:
+    def add(self, w: Due, delay: float) -> None:
         key = math.ceil((self.loop.time() + delay) / _TICK_S)
         w._key = key
         slot = self.slots.get(key)
@@ -96,7 +106,7 @@ class _Wheel:
                 self._arm(key)
         slot[w] = None
 
-    def remove(self, w: within) -> None:
+    def remove(self, w: Due) -> None:
         slot = self.slots.get(w._key)
         if slot is not None:
             slot.pop(w, None)

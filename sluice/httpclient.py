@@ -19,7 +19,8 @@ What it does, and no more:
   sees the client leave (SPEC §6); a connection is pooled again only after a whole response;
 - a request sent on a pooled connection that the server had closed meanwhile (no byte of an
   answer came back) is sent once more on a fresh connection, as browsers and urllib3 do;
-- a stream's unread bytes are bounded: reading pauses above `_PAUSE_ABOVE` buffered bytes.
+- a stream's unread bytes are bounded: reading pauses above `_PAUSE_ABOVE` buffered bytes
+  (not while `read()` gathers a whole body, which holds it all anyway).
 Timeouts are the caller's (`sluice.deadlines.within` in sluice/upstream.py).
 """
 
@@ -61,7 +62,17 @@ class Response:
     """An answer whose status and headers have arrived; its body is read with
     `read()` or `stream()`, or dropped with `close()`."""
 
-    __slots__ = ("_conn", "_done", "_error", "_parts", "_size", "_waiter", "headers", "status")
+    __slots__ = (
+        "_conn",
+        "_done",
+        "_error",
+        "_parts",
+        "_size",
+        "_waiter",
+        "_whole",
+        "headers",
+        "status",
+    )
 
     def __init__(self, conn: _Conn) -> None:
         self._conn: _Conn | None = conn
@@ -73,6 +84,7 @@ class Response:
         self._done = False
         self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._whole = False  # read() is gathering the whole body: reading never pauses
 
     # -- fed by the connection -------------------------------------------------------------
 
@@ -80,7 +92,7 @@ class Response:
         self._parts.append(data)
         self._size += len(data)
         conn = self._conn
-        if self._size > _PAUSE_ABOVE and conn is not None and not conn.paused:
+        if self._size > _PAUSE_ABOVE and not self._whole and conn is not None and not conn.paused:
             conn.pause_reading()
         self._wake()
 
@@ -120,6 +132,10 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body."""
+        self._whole = True
+        conn = self._conn
+        if conn is not None and conn.paused:  # paused before read() was called
+            conn.resume()
         while not self._done:
             await self._more()
         if self._error is not None:

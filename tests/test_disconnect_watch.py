@@ -15,13 +15,13 @@ async def test_late_watches_start_when_due_and_stopped_ones_never() -> None:
         return {}
 
     task = asyncio.current_task()
-    stopped = DisconnectWatch(task, never, 0.03)
+    stopped = DisconnectWatch(task, never, 0.1)
     stopped.stop()  # answered before it was due
-    kept = DisconnectWatch(task, never, 0.03)
+    kept = DisconnectWatch(task, never, 0.1)
     short = DisconnectWatch(task, never, 0.005)  # due before those already waiting
-    await asyncio.sleep(0.015)
+    await asyncio.sleep(0.04)
     assert short._watcher is not None and kept._watcher is None
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
     assert kept._watcher is not None and stopped._watcher is None
     assert not kept.gone
     kept.stop()

@@ -124,6 +124,26 @@ async def test_bodies_framed_by_chunks_or_by_the_close_are_read_whole() -> None:
     assert srv.connections == 2
 
 
+async def test_a_whole_body_larger_than_the_pause_mark_is_read() -> None:
+    """read() gathers everything: reading is never paused under it (a large embeddings
+    answer), even when the body had started arriving before read() was called."""
+    big = b"x" * (3 << 20)
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big))
+        for i in range(0, len(big), 65536):
+            w.write(big[i : i + 65536])
+            await w.drain()
+
+    client = Client("t")
+    async with Scripted(script) as srv:
+        resp = await client.request("GET", srv.url)
+        await asyncio.sleep(0.2)  # more than the pause mark arrives before read()
+        assert await asyncio.wait_for(resp.read(), 10) == big
+        client.close()
+
+
 async def test_a_stream_is_read_as_it_arrives() -> None:
     """The second event is sent only after the client has read the first."""
     first_read = asyncio.Event()
